@@ -1,0 +1,223 @@
+"""One validated configuration object per run.
+
+A profile (``params/<name>.yaml``) names values for some of the fields below; everything else
+keeps its default. ``--set key=value`` on the command line, or ``-p key value`` through papermill,
+overrides single fields. Every field is documented here, validated in ``__post_init__`` before any
+expensive work starts, and unknown names fail with the list of valid ones (as TRL's configs do).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_DIR = REPO_ROOT / "params"
+
+
+class ConfigError(ValueError):
+    """A profile, a parameter name or a parameter value is invalid."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    """All tunables of a run; see ``params/*.yaml`` for the three profiles."""
+
+    # --- run ---------------------------------------------------------------------------
+    profile: str = _f("ci", "Name of the profile this config came from (smoke, ci, paper).")
+    seed: int = _f(0, "Base random seed; every sampled step derives its seed from it.")
+    work_dir: str = _f("runs", "Folder (relative to the repo root unless absolute) for caches and artefacts.")
+    # --- data --------------------------------------------------------------------------
+    subreddits: list = _f(["aitah"], "Crawler folders to read: any of aitah, askreddit.")
+    data_dir: str = _f("", "Data directory holding reddit/raw/...; empty = $SIMLIB_DATA_DIR, else download.")
+    dumps: list = _f([], "Optional Pushshift/Arctic-Shift dump pairs [submissions, comments] (NDJSON or .zst).")
+    n_posts: int = _f(0, "Posts to keep after filtering (0 = all), chosen chronologically.")
+    min_chars: int = _f(20, "Drop responses shorter than this many characters.")
+    min_responses: int = _f(10, "Drop posts with fewer usable responses than this.")
+    max_responses: int = _f(50, "Keep at most this many responses per post (earliest first).")
+    max_post_chars: int = _f(2000, "Truncate post bodies in prompts to this many characters (word boundary).")
+    train_frac: float = _f(0.6, "Fraction of posts (earliest) in the training split.")
+    val_frac: float = _f(0.1, "Fraction of posts in the validation split; the latest remainder is test.")
+    # --- models (roles) ----------------------------------------------------------------
+    generator: str = _f("smollm2-135m", "Model writing synthetic responses (served over the OpenAI API).")
+    policy: str = _f("smollm2-135m", "Model trained with GRPO.")
+    scorer: str = _f("gemma3-270m", "Model computing log-probs; must not be the generator.")
+    encoder: str = _f("minilm-l6", "Encoder for embeddings and BERTScore.")
+    judge: str = _f("smollm2-135m", "Model labelling response registers (through the OpenAI client).")
+    # --- generation --------------------------------------------------------------------
+    api_base_url: str = _f("", "OpenAI-compatible endpoint; empty = start the local llama.cpp server.")
+    styles: list = _f(["plain", "humanlike"], "Synthetic prompt styles to generate.")
+    n_samples: int = _f(8, "Synthetic samples per post and style.")
+    temperature: float = _f(1.0, "Sampling temperature of synthetic generation.")
+    top_p: float = _f(1.0, "Nucleus sampling of synthetic generation.")
+    max_tokens: int = _f(96, "Maximum new tokens per synthetic response.")
+    concurrency: int = _f(2, "Concurrent API requests.")
+    use_batch_api: bool = _f(False, "Use the OpenAI Batch API (paper scale) instead of live requests.")
+    # --- diversity ---------------------------------------------------------------------
+    n_per_group: int = _f(8, "Responses per (post, source) compared by the diversity measures.")
+    n_boot: int = _f(2000, "Bootstrap resamples for confidence intervals.")
+    # --- reward / GRPO -----------------------------------------------------------------
+    reward_aggregate: str = _f("max", "How BERTScore against several references is combined: max or mean.")
+    grpo_steps: int = _f(10, "GRPO optimisation steps per run.")
+    grpo_seeds: list = _f([0, 1, 2], "Seeds; each target kind is trained once per seed.")
+    num_generations: int = _f(4, "Completions per prompt in a GRPO group.")
+    beta: float = _f(0.0, "KL coefficient of GRPO.")
+    loss_type: str = _f("dapo", "TRL GRPO loss type.", choices=("grpo", "dapo", "dr_grpo", "bnpo"))
+    learning_rate: float = _f(1e-5, "Learning rate of GRPO.")
+    max_completion_length: int = _f(48, "Maximum new tokens of a GRPO completion.")
+    use_lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
+    # --- log-prob ----------------------------------------------------------------------
+    logprob_batch_size: int = _f(16, "Responses scored per forward pass.")
+    max_response_tokens: int = _f(128, "Responses are cut to this many tokens before scoring.")
+
+    def __post_init__(self) -> None:
+        self._coerce_types()
+        errors: list[str] = []
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                errors.append(msg)
+
+        for name in ("n_posts", "min_chars", "max_post_chars", "n_boot"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("min_responses", "max_responses", "n_samples", "max_tokens", "concurrency",
+                     "n_per_group", "grpo_steps", "max_completion_length", "logprob_batch_size",
+                     "max_response_tokens"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
+        need(self.num_generations >= 2, f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}")
+        need(0 < self.train_frac < 1, f"train_frac must be in (0, 1), got {self.train_frac}")
+        need(0 <= self.val_frac < 1 and self.train_frac + self.val_frac < 1,
+             f"train_frac + val_frac must be < 1 to leave test posts, got {self.train_frac} + {self.val_frac}")
+        need(0 <= self.temperature <= 2, f"temperature must be in [0, 2], got {self.temperature}")
+        need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        need(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        need(self.reward_aggregate in ("max", "mean"), f"reward_aggregate must be max or mean, got {self.reward_aggregate!r}")
+        need(self.loss_type in ("grpo", "dapo", "dr_grpo", "bnpo"),
+             f"loss_type must be one of grpo, dapo, dr_grpo, bnpo, got {self.loss_type!r}")
+        bad = [s for s in self.subreddits if s not in ("aitah", "askreddit")]
+        need(not bad and self.subreddits, f"subreddits must be a non-empty subset of [aitah, askreddit], got {self.subreddits}")
+        bad = [s for s in self.styles if s not in ("plain", "humanlike", "persona", "seeded")]
+        need(not bad and self.styles, f"styles must be a non-empty subset of [plain, humanlike, persona, seeded], got {self.styles}")
+        need(len(self.grpo_seeds) >= 1, "grpo_seeds must name at least one seed")
+        need(self.scorer != self.generator,
+             f"scorer must not be the generator (it must not have written what it scores), both are {self.scorer!r}")
+        if errors:
+            raise ConfigError(f"invalid configuration (profile {self.profile!r}):\n  - " + "\n  - ".join(errors))
+
+    def _coerce_types(self) -> None:
+        """Coerce strings from the command line to each field's type; reject what cannot be."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            try:
+                setattr(self, f.name, _coerce(value, f.type, f.name))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"parameter {f.name}: {exc}") from None
+
+    # --- conveniences ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def path(self, *parts: str) -> Path:
+        """A path under the work directory (created on demand)."""
+        base = Path(self.work_dir)
+        base = base if base.is_absolute() else REPO_ROOT / base
+        p = base.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def resolved_data_dir(self) -> str | None:
+        return self.data_dir or os.environ.get("SIMLIB_DATA_DIR") or None
+
+
+def _coerce(value: Any, typ: Any, name: str) -> Any:
+    typ = {"int": int, "float": float, "str": str, "bool": bool, "list": list}.get(typ, typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise TypeError(f"expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    if typ is list or get_origin(typ) is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got {value!r}")
+        return list(value)
+    return value
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+
+def field_help() -> dict[str, str]:
+    """Name → help text of every parameter."""
+    return {f.name: f.metadata.get("help", "") for f in fields(Config)}
+
+
+def profiles() -> list[str]:
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def check_names(names: Any, where: str = "parameters") -> None:
+    """Fail on any name that is not a Config field, listing the valid ones."""
+    unknown = [n for n in names if n not in FIELD_NAMES]
+    if unknown:
+        hints = {n: difflib.get_close_matches(n, FIELD_NAMES, n=1) for n in unknown}
+        hint = "; ".join(f"{n!r}: did you mean {h[0]!r}?" for n, h in hints.items() if h)
+        raise ConfigError(
+            f"unknown {where}: {', '.join(map(repr, unknown))}" + (f" ({hint})" if hint else "")
+            + "\nvalid names: " + ", ".join(FIELD_NAMES)
+        )
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, str]:
+    """``["a=1", "b=x"]`` → ``{"a": "1", "b": "x"}`` (values coerced later by Config)."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load(profile: str = "ci", overrides: dict[str, Any] | None = None) -> Config:
+    """Read ``params/<profile>.yaml``, apply ``overrides``, validate, return the Config."""
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(profiles())}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of parameter names to values")
+    check_names(values, where=f"names in {path.name}")
+    overrides = dict(overrides or {})
+    overrides.pop("profile", None)
+    check_names(overrides)
+    return Config(**{**values, **overrides, "profile": profile})

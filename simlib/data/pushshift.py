@@ -1,0 +1,177 @@
+"""Reader for Pushshift / Arctic-Shift dumps: one NDJSON submissions file + one NDJSON comments file.
+
+Files may be plain or zstandard-compressed (``.zst``). They are streamed line by line as bytes
+and each line is decoded on its own, so memory stays flat on multi-GB dumps and an invalid
+UTF-8 byte or a bad JSON line is reported with its exact 1-based line number.
+
+Only **top-level** comments are kept (``parent_id == link_id``), to match the crawler sample,
+which holds nothing else; replies are counted and dropped. Comments of submissions that are not
+in the submissions file are dropped too. Submissions are held in memory (they are few next to
+comments); comments are never all held, only the kept rows.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+import pandas as pd
+import zstandard
+
+from simlib.data.schema import DataFormatError, to_frame
+
+# Arctic-Shift (and recent Pushshift) dumps are compressed with --long=31 windows.
+ZSTD_MAX_WINDOW = 2**31
+
+
+@contextmanager
+def _open_lines(path: Path) -> Iterator[IO[bytes]]:
+    """A binary, line-iterable stream over ``path``, decompressing ``.zst`` on the fly."""
+    with open(path, "rb") as raw:
+        if path.suffix == ".zst":
+            dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+            reader = dctx.stream_reader(raw, read_across_frames=True)
+            with io.BufferedReader(reader, buffer_size=1 << 20) as buffered:
+                yield buffered
+        else:
+            yield raw
+
+
+def iter_ndjson(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield ``(1-based line number, record)`` for each non-blank line of an NDJSON file.
+
+    Raises :class:`DataFormatError` naming the file and line for invalid UTF-8, invalid JSON,
+    a line that is not a JSON object, or a corrupt zstandard stream.
+    """
+    path = Path(path)
+    lineno = 0
+    try:
+        with _open_lines(path) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataFormatError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start} of the line") from err
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataFormatError(f"{path}:{lineno}: invalid JSON: {err.msg} (column {err.colno})") from err
+                if not isinstance(rec, dict):
+                    raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+                yield lineno, rec
+    except zstandard.ZstdError as err:
+        raise DataFormatError(f"{path}:{lineno + 1}: corrupt zstandard stream: {err}") from err
+
+
+def _field(rec: dict, key: str, where: str) -> Any:
+    if rec.get(key) is None:
+        raise DataFormatError(f"{where}: missing field {key!r}")
+    return rec[key]
+
+
+def _as_int(value: Any, key: str, where: str) -> int:
+    # Old Pushshift dumps store created_utc as a string, some as a float.
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return int(float(value)) if isinstance(value, (str, float)) else int(value)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(f"{where}: field {key!r} is not a number: {value!r}") from err
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        return None if value is None or isinstance(value, bool) else int(value)
+    except (TypeError, ValueError):
+        return None  # a non-numeric score is not worth failing a whole dump for
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _strip_prefix(thing_id: str) -> str:
+    return thing_id.split("_", 1)[1] if thing_id[:3] in ("t1_", "t3_") else thing_id
+
+
+def read_submissions(path: str | os.PathLike, subreddits: Iterable[str] | None = None) -> dict[str, dict]:
+    """``{post id: post fields}`` from a submissions NDJSON file (first record of an id wins)."""
+    wanted = None if subreddits is None else {s.lower() for s in subreddits}
+    posts: dict[str, dict] = {}
+    for lineno, rec in iter_ndjson(path):
+        where = f"{path}:{lineno}"
+        sub = str(_field(rec, "subreddit", where))
+        if wanted is not None and sub.lower() not in wanted:
+            continue
+        pid = _strip_prefix(str(_field(rec, "id", where)))
+        if pid in posts:
+            continue
+        posts[pid] = {
+            "post_id": pid,
+            "subreddit": sub,
+            "title": str(_field(rec, "title", where)),
+            "body": rec.get("selftext") or "",
+            "post_created_utc": _as_int(_field(rec, "created_utc", where), "created_utc", where),
+            "post_score": _opt_int(rec.get("score")),
+            "post_author": rec.get("author"),
+            "post_distinguished": rec.get("distinguished"),
+            "post_stickied": _opt_bool(rec.get("stickied")),
+        }
+    return posts
+
+
+def read_pushshift(
+    submissions: str | os.PathLike,
+    comments: str | os.PathLike,
+    subreddits: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Normalised table (see :mod:`simlib.data.schema`) of the top-level comments of ``submissions``.
+
+    ``subreddits`` (case-insensitive) restricts to those subreddits, for all-of-reddit dumps.
+    Posts without any top-level comment have no row. Counts of what was read and dropped are in
+    ``df.attrs["read_stats"]``. Any bad line raises before a table is returned.
+    """
+    posts = read_submissions(submissions, subreddits)
+    stats = {"submissions": len(posts), "comments_read": 0, "replies_dropped": 0,
+             "other_posts_dropped": 0, "duplicates_dropped": 0}
+    rows: list[dict] = []
+    seen: set[str] = set()
+    for lineno, rec in iter_ndjson(comments):
+        where = f"{comments}:{lineno}"
+        stats["comments_read"] += 1
+        link_id = str(_field(rec, "link_id", where))
+        if str(_field(rec, "parent_id", where)) != link_id:
+            stats["replies_dropped"] += 1
+            continue
+        post = posts.get(_strip_prefix(link_id))
+        if post is None:
+            stats["other_posts_dropped"] += 1
+            continue
+        cid = _strip_prefix(str(_field(rec, "id", where)))
+        if cid in seen:
+            stats["duplicates_dropped"] += 1
+            continue
+        seen.add(cid)
+        body = rec.get("body")
+        if body is None:
+            raise DataFormatError(f"{where}: missing field 'body'")
+        rows.append({
+            **post,
+            "response_id": cid,
+            "response_text": str(body),
+            "response_created_utc": _as_int(_field(rec, "created_utc", where), "created_utc", where),
+            "response_score": _opt_int(rec.get("score")),
+            "response_author": rec.get("author"),
+            "response_distinguished": rec.get("distinguished"),
+            "response_stickied": _opt_bool(rec.get("stickied")),
+            "source_file": str(comments),
+            "source_line": lineno,
+        })
+    df = to_frame(rows)
+    df.attrs["read_stats"] = stats
+    return df

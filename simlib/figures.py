@@ -1,0 +1,58 @@
+"""One figure style for the whole book: colour-blind-safe palette, labelled axes, PNG + SVG.
+
+Figures plot tables computed elsewhere; functions here only draw. Each saved figure carries a
+provenance line (profile, parameter hash, data hash, commit, date, seeds) under its axes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Okabe & Ito (2008), safe for the common colour-vision deficiencies.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+SOURCE_COLOURS = {"real": "#000000", "plain": "#0072B2", "humanlike": "#E69F00",
+                  "persona": "#009E73", "seeded": "#CC79A7", "own": "#D55E00"}
+
+STYLE = {
+    "figure.figsize": (7.0, 3.8),
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "legend.frameon": False,
+    "svg.hashsalt": "simlib",  # stable SVG ids, so unchanged figures give unchanged files
+}
+
+
+def apply_style() -> None:
+    plt.rcParams.update(STYLE)
+
+
+def colour(source: str) -> str:
+    return SOURCE_COLOURS.get(source, PALETTE[hash(source) % len(PALETTE)])
+
+
+def finish(fig, path: str | Path, provenance: str) -> Path:
+    """Stamp the provenance line, save PNG and SVG beside each other, return the PNG path."""
+    for ax in fig.axes:
+        if ax.get_visible() and ax.has_data():
+            assert ax.get_xlabel() or ax.get_ylabel(), "every figure axis needs a label"
+    fig.text(0.01, 0.005, provenance, fontsize=6.5, color="#555555", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    path = Path(path).with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+    return path
+
+
+apply_style()

@@ -1,0 +1,53 @@
+"""Generating LLM comments for Reddit posts: prompts, a resumable OpenAI-compatible client,
+a local llama-cpp server and the OpenAI Batch API.
+
+Typical use::
+
+    from simlib.generate import make_requests, generate, load_store, LocalServer
+
+    reqs = make_requests(posts, ["plain", "humanlike"], n_samples=5, model=None, max_tokens=64)
+    with LocalServer() as srv:
+        report = generate(reqs, "data/gen/smollm2.jsonl", srv.base_url, srv.model, concurrency=1)
+    df = load_store("data/gen/smollm2.jsonl")
+
+Importing this package needs neither llama-cpp-python nor a network; ``openai`` is imported
+when a run starts.
+"""
+from __future__ import annotations
+
+from .client import (
+    GenerationReport,
+    GenRequest,
+    agenerate,
+    estimate_cost,
+    failures_path,
+    generate,
+    load_failures,
+    load_store,
+    make_requests,
+)
+from .batch import run_batch
+from .prompts import STYLES, build_messages, get_style, prompt_hash, register_style, truncate_post
+from .server import LocalServer, smollm2_gguf
+
+__all__ = [
+    "GenRequest",
+    "GenerationReport",
+    "make_requests",
+    "generate",
+    "agenerate",
+    "load_store",
+    "load_failures",
+    "failures_path",
+    "estimate_cost",
+    "STYLES",
+    "build_messages",
+    "get_style",
+    "prompt_hash",
+    "register_style",
+    "truncate_post",
+    "LocalServer",
+    "smollm2_gguf",
+    "run_batch",
+]
+

@@ -1,0 +1,235 @@
+"""Prompt styles: named builders from a Reddit post to chat messages.
+
+A *style* turns a post (title, body, subreddit) into a list of OpenAI-style chat messages
+(``[{"role": ..., "content": ...}, ...]``). Two styles exist now:
+
+``plain``
+    The naive prompt of the study: "here is a Reddit post, write a comment". No system
+    message, no guidance on tone or length.
+``humanlike``
+    Engineered instructions that ask the model to answer the way a real Reddit user would:
+    decisive, casual, takes a side, no hedging, no assistant tone, short. On AITA-style posts
+    (r/AmItheAsshole, r/AITAH, or a title starting with AITA/AITAH/WIBTA) the reply must
+    open with a verdict: NTA, YTA, ESH, NAH or INFO.
+
+Later styles (``persona``, ``seeded``) plug in with :func:`register_style`; a builder may take
+extra keyword arguments (``persona=...``, ``examples=...``) that :func:`build_messages`
+passes through.
+
+Truncation policy (:func:`truncate_post`): only the post *body* is truncated, never the
+title or the subreddit. A body longer than ``max_post_chars`` characters is cut at the last
+whitespace at or before the limit (a hard cut when that whitespace would throw away more than
+half of the allowed text, e.g. one giant URL), trailing whitespace is stripped and the marker
+``" […]"`` is appended. The marker counts towards the limit: the returned body is never longer
+than ``max_post_chars``. Bodies within the limit are returned unchanged.
+
+:func:`prompt_hash` is a content hash of a style's template text (plus the truncation
+marker), so editing a prompt changes the hash and therefore every cache key built from it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..cache import content_hash
+
+__all__ = [
+    "DEFAULT_MAX_POST_CHARS",
+    "TRUNCATION_MARKER",
+    "AITA_VERDICTS",
+    "PromptStyle",
+    "STYLES",
+    "get_style",
+    "register_style",
+    "build_messages",
+    "prompt_hash",
+    "messages_hash",
+    "truncate_post",
+    "post_fields",
+    "is_aita",
+]
+
+DEFAULT_MAX_POST_CHARS = 3000
+TRUNCATION_MARKER = " […]"
+AITA_VERDICTS = ("NTA", "YTA", "ESH", "NAH", "INFO")
+AITA_SUBREDDITS = frozenset({"amitheasshole", "aitah", "amitheasshole_", "amiwrong"})
+_AITA_TITLE = re.compile(r"^\s*(AITA|AITAH|WIBTA|AIO)\b", re.IGNORECASE)
+
+Messages = list[dict[str, str]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def truncate_post(text: str, max_chars: int = DEFAULT_MAX_POST_CHARS, marker: str = TRUNCATION_MARKER) -> str:
+    """Truncate ``text`` to at most ``max_chars`` characters on a word boundary.
+
+    See the module docstring for the policy. ``max_chars`` must leave room for the marker.
+
+    >>> truncate_post("one two three four", 13)
+    'one two […]'
+    >>> truncate_post("short", 100)
+    'short'
+    """
+    text = text or ""
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    room = max_chars - len(marker)
+    if room <= 0:
+        raise ValueError(f"max_chars={max_chars} leaves no room for the marker {marker!r}")
+    cut = text[: room + 1]  # one extra char: a space right after the limit is a clean boundary
+    ws = max((cut.rfind(c) for c in (" ", "\n", "\t", "\r")), default=-1)
+    if ws >= room // 2:
+        head = cut[:ws]
+    else:  # no usable boundary (a very long token): hard cut
+        head = text[:room]
+    head = head.rstrip()
+    return head + marker
+
+
+def post_fields(post: Any) -> tuple[str, str, str]:
+    """(title, body, subreddit) from a mapping or an object with those attributes.
+
+    ``selftext``/``text`` are accepted for the body; a leading ``r/`` is stripped from the
+    subreddit.
+    """
+
+    def get(*names: str) -> str:
+        for n in names:
+            if isinstance(post, Mapping):
+                v = post.get(n)
+            else:
+                v = getattr(post, n, None)
+            if v is not None and not (isinstance(v, float) and v != v):  # skip NaN from pandas
+                return str(v)
+        return ""
+
+    title = get("title").strip()
+    body = get("body", "selftext", "text").strip()
+    sub = get("subreddit").strip()
+    if sub.lower().startswith("r/"):
+        sub = sub[2:]
+    return title, body, sub
+
+
+def is_aita(title: str, subreddit: str) -> bool:
+    """True for posts that expect an AITA verdict (subreddit or title prefix)."""
+    return subreddit.strip().lower() in AITA_SUBREDDITS or bool(_AITA_TITLE.match(title or ""))
+
+
+def messages_hash(messages: Messages) -> str:
+    """Content hash of a message list (roles and contents)."""
+    return content_hash([{"role": m["role"], "content": m["content"]} for m in messages])
+
+
+# --------------------------------------------------------------------------- styles
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """A named prompt builder.
+
+    ``templates`` holds every piece of text the builder uses; :func:`prompt_hash` hashes it,
+    so keep *all* prompt text in there (not inline in ``builder``).
+    ``builder(style, title, body, subreddit, **kwargs) -> messages``.
+    """
+
+    name: str
+    templates: Mapping[str, str]
+    builder: Callable[..., Messages] = field(compare=False)
+    description: str = ""
+
+    @property
+    def hash(self) -> str:
+        return content_hash({"name": self.name, "templates": dict(self.templates), "marker": TRUNCATION_MARKER})
+
+    def build(self, post: Any, *, max_post_chars: int | None = DEFAULT_MAX_POST_CHARS, **kwargs: Any) -> Messages:
+        title, body, sub = post_fields(post)
+        if max_post_chars is not None:
+            body = truncate_post(body, max_post_chars)
+        return self.builder(self, title, body, sub, **kwargs)
+
+
+def _post_block(t: Mapping[str, str], title: str, body: str, subreddit: str) -> str:
+    sub = f"r/{subreddit}" if subreddit else "Reddit"
+    return t["post"].format(subreddit=sub, title=title, body=body or t["empty_body"]).strip()
+
+
+_PLAIN = {
+    "post": "Subreddit: {subreddit}\nTitle: {title}\n\n{body}",
+    "empty_body": "(no text, title only)",
+    "user": "Here is a Reddit post.\n\n{post}\n\nWrite a comment replying to this post.",
+}
+
+
+def _build_plain(style: PromptStyle, title: str, body: str, subreddit: str) -> Messages:
+    t = style.templates
+    return [{"role": "user", "content": t["user"].format(post=_post_block(t, title, body, subreddit))}]
+
+
+_HUMANLIKE = {
+    "post": "Subreddit: {subreddit}\nTitle: {title}\n\n{body}",
+    "empty_body": "(no text, title only)",
+    "system": (
+        "You are a regular Reddit user scrolling your feed, not an AI assistant. "
+        "Write the comment you would actually post under this thread.\n"
+        "Rules:\n"
+        "- Be decisive: pick a side and commit to it. No hedging, no \"it depends\", no \"both sides\".\n"
+        "- Sound like a person: casual, direct, lowercase is fine, contractions, a bit of attitude or humor "
+        "if it fits. Your own opinion or experience, not advice from a professional.\n"
+        "- No assistant tone: never start with \"Great question\", \"It sounds like\", \"I understand\" or "
+        "\"It's important to\"; no lists, no headings, no summaries, no disclaimers, no sign-off.\n"
+        "- Keep it short: one to three sentences, like most top-level comments.\n"
+        "- Do not restate the post. Do not mention that you are an AI."
+    ),
+    "aita_rule": (
+        "\n- This is an AITA-style post: start your comment with exactly one verdict, "
+        "NTA, YTA, ESH, NAH or INFO, then say why in your own words."
+    ),
+    "user": "{post}\n\nWrite your comment. Reply with the comment text only.",
+}
+
+
+def _build_humanlike(style: PromptStyle, title: str, body: str, subreddit: str) -> Messages:
+    t = style.templates
+    system = t["system"] + (t["aita_rule"] if is_aita(title, subreddit) else "")
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": t["user"].format(post=_post_block(t, title, body, subreddit))},
+    ]
+
+
+STYLES: dict[str, PromptStyle] = {}
+
+
+def register_style(style: PromptStyle, *, replace: bool = False) -> PromptStyle:
+    """Add a style to :data:`STYLES` (``replace=True`` to overwrite an existing name)."""
+    if style.name in STYLES and not replace:
+        raise ValueError(f"prompt style {style.name!r} already registered")
+    STYLES[style.name] = style
+    return style
+
+
+register_style(PromptStyle("plain", _PLAIN, _build_plain, "here is a Reddit post, write a comment"))
+register_style(
+    PromptStyle("humanlike", _HUMANLIKE, _build_humanlike, "engineered: decisive, casual, short, AITA verdicts")
+)
+
+
+def get_style(name: str) -> PromptStyle:
+    """The registered style ``name``; an unknown name raises ``KeyError`` listing valid names."""
+    try:
+        return STYLES[name]
+    except KeyError:
+        raise KeyError(f"unknown prompt style {name!r}; valid styles: {', '.join(sorted(STYLES))}") from None
+
+
+def build_messages(style: str, post: Any, *, max_post_chars: int | None = DEFAULT_MAX_POST_CHARS, **kwargs: Any) -> Messages:
+    """Chat messages for ``post`` in ``style`` (extra kwargs go to the style's builder)."""
+    return get_style(style).build(post, max_post_chars=max_post_chars, **kwargs)
+
+
+def prompt_hash(style: str) -> str:
+    """Content hash of the template text of ``style`` (changes whenever the prompt is edited)."""
+    return get_style(style).hash

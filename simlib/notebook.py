@@ -1,0 +1,48 @@
+"""The few calls a notebook makes to set itself up and to hand numbers to the book.
+
+papermill injects any ``-p name value`` silently as a variable; ``begin`` records the names that
+exist before the parameters cell so that ``setup`` can find every injected name and validate it
+against the Config (an unknown name fails, listing the valid ones).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import config as _config
+from . import provenance
+
+_baseline: set[str] = set()
+_cfg: _config.Config | None = None
+
+
+def begin(namespace: dict) -> None:
+    """Call in the imports cell, before the ``parameters`` cell."""
+    global _baseline
+    _baseline = set(namespace)
+
+
+def setup(namespace: dict) -> _config.Config:
+    """Build the validated Config from the parameters cell and papermill's injected values."""
+    global _cfg
+    names = {n for n in namespace if n not in _baseline and not n.startswith("_")
+             and n not in ("In", "Out", "get_ipython", "exit", "quit", "open")}
+    values = {n: namespace[n] for n in names}
+    profile = values.pop("profile", "ci")
+    _cfg = _config.load(profile, values)
+    return _cfg
+
+
+def glue(name: str, value: Any, fmt: str | None = None) -> Any:
+    """Hand a number or text to the book (MyST-NB glue) without displaying it here."""
+    from myst_nb import glue as _glue
+
+    if fmt is not None:
+        value = format(value, fmt)
+    _glue(name, value, display=False)
+    return value
+
+
+def provenance_line(seeds: list[int] | None = None) -> str:
+    if _cfg is None:
+        raise RuntimeError("call simlib.notebook.setup(globals()) first")
+    return provenance.line(_cfg, seeds)

@@ -1,0 +1,186 @@
+"""Execute the book's notebooks with papermill, skipping what has not changed, then build the book.
+
+The table of contents (``_toc.yml``) is the manifest: every ``executed/<name>`` entry in it is a
+notebook ``notebooks/<name>.ipynb``, run in toc order. A notebook is re-executed only when its key
+changes: a hash of its source, the resolved config, the simlib source code, the pinned data
+registry and the keys of the notebooks before it. Executed copies are written to a temporary name
+and renamed on success, so a crash or an error never leaves a copy that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .cache import atomic_write_json, content_hash, file_hash
+from .config import REPO_ROOT, Config
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+EXECUTED_DIR = REPO_ROOT / "executed"
+BUILD_DIR = REPO_ROOT / "_build"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised while executing; the message holds its name and the failing cell's traceback."""
+
+
+@dataclass
+class Step:
+    name: str
+    source: Path
+    output: Path
+
+
+def manifest(toc: Path = REPO_ROOT / "_toc.yml") -> list[str]:
+    """Notebook names in the order the toc lists them (entries ``executed/<name>``)."""
+    names: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            f = node.get("file") or node.get("root")
+            if isinstance(f, str) and f.startswith("executed/"):
+                names.append(Path(f).name.removesuffix(".ipynb"))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(yaml.safe_load(toc.read_text()))
+    return names
+
+
+def tree_hash(root: Path, pattern: str = "**/*.py") -> str:
+    """Hash of the bytes of every file matching ``pattern`` under ``root``."""
+    return content_hash({str(p.relative_to(root)): file_hash(p) for p in sorted(root.glob(pattern))})
+
+
+def notebook_key(source: Path, cfg: Config, upstream: list[str]) -> str:
+    return content_hash({
+        "notebook": file_hash(source),
+        "config": cfg.to_dict(),
+        "simlib": tree_hash(REPO_ROOT / "simlib", "**/*.py"),
+        "registry": tree_hash(REPO_ROOT / "simlib", "**/*registry*.txt"),
+        "upstream": upstream,
+    })
+
+
+def _state_path(out_dir: Path) -> Path:
+    return out_dir / ".state.json"
+
+
+def _read_state(out_dir: Path) -> dict:
+    try:
+        return json.loads(_state_path(out_dir).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _failure_message(name: str, exc: Exception) -> str:
+    tb = getattr(exc, "traceback", None)
+    detail = "\n".join(tb) if tb else str(exc)
+    # papermill keeps ANSI colours in tracebacks; strip them for logs.
+    import re
+
+    detail = re.sub(r"\x1b\[[0-9;]*m", "", detail)
+    return f"notebook {name} failed:\n{detail}"
+
+
+def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: list[str] | None = None,
+            force: bool = False, log=print, notebook_dir: Path = NOTEBOOK_DIR) -> dict:
+    """Run the manifest's notebooks with papermill; return {name: 'ran'|'skipped'} with timings."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    names = names or manifest()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = _read_state(out_dir)
+    results: dict[str, dict] = {}
+    upstream: list[str] = []
+    # papermill must never carry a secret: parameters are the profile and its overrides only.
+    params = {"profile": cfg.profile, **{k: getattr(cfg, k) for k in overrides if k != "profile"}}
+    for name in tqdm(names, desc="notebooks", unit="nb", disable=None):
+        src = notebook_dir / f"{name}.ipynb"
+        if not src.exists():
+            raise FileNotFoundError(f"_toc.yml lists executed/{name} but {src} does not exist")
+        out = out_dir / f"{name}.ipynb"
+        key = notebook_key(src, cfg, upstream)
+        upstream.append(key)
+        if not force and out.exists() and state.get(name, {}).get("key") == key:
+            results[name] = {"status": "skipped", "seconds": state[name].get("seconds")}
+            log(f"[simlib] {name}: unchanged, skipped")
+            continue
+        log(f"[simlib] {name}: executing")
+        tmp = out_dir / f".{name}.running.ipynb"
+        out.unlink(missing_ok=True)
+        state.pop(name, None)
+        atomic_write_json(_state_path(out_dir), state)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(REPO_ROOT),
+                                kernel_name="python3", progress_bar=False, log_output=False,
+                                request_save_on_cell_execute=False)
+        except Exception as exc:
+            failed = out_dir / "failed"
+            failed.mkdir(exist_ok=True)
+            if tmp.exists():
+                os.replace(tmp, failed / f"{name}.ipynb")
+            raise NotebookFailed(_failure_message(name, exc)) from None
+        os.replace(tmp, out)
+        seconds = round(time.perf_counter() - t0, 2)
+        state[name] = {"key": key, "seconds": seconds, "profile": cfg.profile}
+        atomic_write_json(_state_path(out_dir), state)
+        results[name] = {"status": "ran", "seconds": seconds}
+        log(f"[simlib] {name}: done in {seconds:.1f} s")
+    return results
+
+
+def build_book(force: bool = False, log=print) -> Path:
+    """``jupyter-book build`` over the executed copies (execution off), unless nothing changed."""
+    state = _read_state(EXECUTED_DIR)
+    key = content_hash({
+        "notebooks": {k: v.get("key") for k, v in state.items() if isinstance(v, dict)},
+        "book": tree_hash(REPO_ROOT / "book", "**/*"),
+        "config": file_hash(REPO_ROOT / "_config.yml"),
+        "toc": file_hash(REPO_ROOT / "_toc.yml"),
+    })
+    stamp = BUILD_DIR / ".book-key"
+    index = BUILD_DIR / "html" / "index.html"
+    if not force and index.exists() and stamp.exists() and stamp.read_text() == key:
+        log("[simlib] book: unchanged, skipped")
+        return index
+    stamp.unlink(missing_ok=True)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb), "build", str(REPO_ROOT), "--warningiserror", "--nitpick", "--keep-going"]
+    log("[simlib] book: " + " ".join(cmd[1:]))
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if proc.returncode != 0 or not index.exists():
+        # Nothing half-built may look complete.
+        shutil.rmtree(BUILD_DIR / "html", ignore_errors=True)
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n"
+                           f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+    return index
+
+
+def run(cfg: Config, overrides: dict, force: bool = False, book: bool = True,
+        names: list[str] | None = None, out_dir: Path = EXECUTED_DIR) -> dict:
+    """Execute the notebooks, then build the book; a failure removes the built HTML."""
+    try:
+        results = execute(cfg, overrides, out_dir=out_dir, names=names, force=force)
+    except Exception:
+        if book:
+            shutil.rmtree(BUILD_DIR / "html", ignore_errors=True)
+            (BUILD_DIR / ".book-key").unlink(missing_ok=True)
+        raise
+    if book:
+        build_book(force=force)
+    return results
