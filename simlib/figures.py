@@ -8,9 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 # Okabe & Ito (2008), safe for the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
@@ -56,3 +54,24 @@ def finish(fig, path: str | Path, provenance: str) -> Path:
 
 
 apply_style()
+
+
+def data_overview(posts, responses):
+    """Two panels: responses kept per post, and response length (characters, log scale)."""
+    import numpy as np
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.0, 3.4))
+    for split, colour_ in zip(("train", "val", "test"), PALETTE):
+        sel = posts[posts["split"] == split]["n_responses"]
+        if len(sel):
+            a.hist(sel, bins=np.arange(0, posts["n_responses"].max() + 5, 5), alpha=0.75,
+                   label=f"{split} ({len(sel)} posts)", color=colour_)
+    a.set_xlabel("responses kept per post")
+    a.set_ylabel("posts")
+    a.legend()
+    lengths = responses["response_text"].str.len().clip(lower=1)
+    b.hist(lengths, bins=np.logspace(0, np.log10(lengths.max() + 1), 30), color=PALETTE[0])
+    b.set_xscale("log")
+    b.set_xlabel("response length (characters)")
+    b.set_ylabel("responses")
+    return fig

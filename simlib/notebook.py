@@ -6,7 +6,11 @@ against the Config (an unknown name fails, listing the valid ones).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
+
+# Executed notebooks have no widget front end; tqdm's warning about it is noise in the book.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 from . import config as _config
 from . import provenance
