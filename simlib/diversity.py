@@ -237,7 +237,7 @@ def parse_verdict(text: str | None) -> str | None:
         m = rx.search(s)
         if m is not None:
             key = (m.start(), -(m.end() - m.start()), verdict)
-            if best is None or key > best:
+            if best is None or key < best:
                 best = key
     return None if best is None else best[2]
 

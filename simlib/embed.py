@@ -111,7 +111,7 @@ def embed_texts(
                 [texts[i] for i in idx],
                 padding=True,
                 truncation=True,
-                max_length=max_length,
+                max_length=512,
                 return_tensors="pt",
             )
             hidden = model(**enc).last_hidden_state  # (b, L, d)

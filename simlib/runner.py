@@ -96,8 +96,14 @@ def _failure_message(name: str, exc: Exception) -> str:
 def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: list[str] | None = None,
             force: bool = False, log=print, notebook_dir: Path = NOTEBOOK_DIR) -> dict:
     """Run the manifest's notebooks with papermill; return {name: 'ran'|'skipped'} with timings."""
+    import logging
+
     import papermill as pm
     from tqdm.auto import tqdm
+
+    # papermill warns about every override not named in the parameters cell; the notebook's own
+    # validation (simlib.notebook.setup) is the check that matters, so silence the duplicate.
+    logging.getLogger("papermill").setLevel(logging.ERROR)
 
     names = names or manifest()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +111,7 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
     results: dict[str, dict] = {}
     upstream: list[str] = []
     # papermill must never carry a secret: parameters are the profile and its overrides only.
-    params = {"profile": cfg.profile, **{k: getattr(cfg, k) for k in overrides if k != "profile"}}
+    params = {"profile": cfg.profile, **{k: getattr(cfg, k, v) for k, v in overrides.items() if k != "profile"}}
     for name in tqdm(names, desc="notebooks", unit="nb", disable=None):
         src = notebook_dir / f"{name}.ipynb"
         if not src.exists():

@@ -1,0 +1,490 @@
+"""Per-token log-probabilities of replies under a scorer model, with prompt (prefix) sharing.
+
+The study's predictability finding rests on one number per reply: the mean log-probability of
+the reply's tokens under a *third* model that wrote none of the texts, given the post it replies
+to. This module computes it.
+
+Conditioning
+    :func:`build_prompt` turns a post into the scorer's prompt (chat turn for chat models, a plain
+    text frame for base models; see its docstring for the exact text).
+
+Tokenisation
+    The prompt and the response are tokenised **separately** and their ids concatenated:
+    ``ids = encode_prompt(prompt) + encode_response(response)``. Tokenising the joined string
+    instead would let BPE merge characters across the boundary (e.g. a trailing newline with the
+    reply's first characters), so the prompt's tokens, and which tokens count as "response",
+    would change from reply to reply. The prompt gets the tokenizer's special tokens
+    (``add_special_tokens=True``: Gemma's ``<bos>``; a duplicated BOS or an appended EOS is
+    removed), the response gets none. The response is truncated to ``max_response_tokens``
+    tokens and no EOS is appended: only the reply's own text is scored.
+
+What is scored
+    For response tokens ``r_1..r_m``: ``log p(r_t | prompt, r_<t)`` for every ``t``; the first
+    token's log-prob comes from the prompt's last position. ``sum_logprob`` adds them,
+    ``mean_logprob = sum_logprob / m``; an empty response has ``n_tokens=0`` and NaN mean.
+
+Prefix sharing (:func:`score`)
+    Many replies share a post. Requests are grouped by prompt; each distinct prompt runs once
+    (``use_cache=True``) to build its KV cache, and that prompt's responses are scored in batches
+    against a copy of the cache repeated along the batch dimension (``batch_repeat_interleave``),
+    right-padded, with an attention mask of ones over the prefix plus the response mask and
+    position ids continuing after the prompt. :func:`score_naive` (one full forward pass over
+    prompt+response per reply) is the reference the tests compare against (|diff| < 1e-4).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import simlib.models  # noqa: F401  (sets the offline environment variables on import)
+from simlib.cache import JsonlStore, content_hash
+
+__all__ = [
+    "ScoreRequest",
+    "build_prompt",
+    "truncate_words",
+    "encode_prompt",
+    "encode_response",
+    "score",
+    "score_naive",
+    "score_cached",
+    "sample_own",
+]
+
+TRUNCATION_MARK = " […]"
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One reply to score: ``response`` given ``prompt`` (the output of :func:`build_prompt`)."""
+
+    post_id: str
+    response_id: str
+    prompt: str
+    response: str
+
+
+# ---------------------------------------------------------------------------------- prompts
+def truncate_words(text: str, max_chars: int, mark: str = TRUNCATION_MARK) -> str:
+    """Cut ``text`` to at most ``max_chars`` characters (marker included) on a word boundary.
+
+    >>> truncate_words("one two three four", 12)
+    'one two […]'
+    >>> truncate_words("short", 12)
+    'short'
+    """
+    if len(text) <= max_chars:
+        return text
+    room = max(max_chars - len(mark), 0)
+    head = text[:room]
+    if not text[room].isspace():  # the cut falls inside a word: back up to the last whitespace
+        sp = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"))
+        if sp > 0:
+            head = head[:sp]
+    return head.rstrip() + mark
+
+
+def _clean(text: str | None) -> str:
+    return (text or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def build_prompt(title: str, body: str, subreddit: str, tokenizer,
+                 max_post_chars: int = 2000) -> str:
+    """The scorer's conditioning text for one post.
+
+    ``subreddit`` loses any leading ``r/`` or ``/r/``; ``title`` and ``body`` have ``\\r\\n``/``\\r``
+    turned into ``\\n`` and surrounding whitespace stripped; a body longer than ``max_post_chars``
+    characters is cut on a word boundary and ends in ``" […]"`` (at most ``max_post_chars``
+    characters in all). An empty body drops its paragraph.
+
+    **Chat models** (the tokenizer has a chat template, e.g. SmolLM2-Instruct): one user turn ::
+
+        Here is a post from r/{subreddit}.
+
+        Title: {title}
+
+        {body}
+
+        Write a reply.
+
+    rendered with ``tokenizer.apply_chat_template([{"role": "user", "content": ...}],
+    tokenize=False, add_generation_prompt=True)``, so the reply is scored as the assistant's turn
+    (for SmolLM2 the template also inserts its default system turn "You are a helpful AI
+    assistant named SmolLM, trained by Hugging Face" and ends in ``<|im_start|>assistant\\n``).
+
+    **Base models** (no chat template, e.g. Gemma 3 270M): a plain text frame that ends in a
+    newline, so the reply starts a fresh line ::
+
+        r/{subreddit}
+        Title: {title}
+
+        {body}
+
+        Top comment:
+        ⏎
+
+    i.e. ``f"r/{subreddit}\\nTitle: {title}\\n\\n{body}\\n\\nTop comment:\\n"``. The tokenizer adds
+    BOS when the prompt is encoded (:func:`encode_prompt`), not here.
+    """
+    sub = subreddit.strip()
+    for pre in ("/r/", "r/"):
+        if sub.lower().startswith(pre):
+            sub = sub[len(pre):]
+    title = _clean(title)
+    body = truncate_words(_clean(body), max_post_chars)
+    if getattr(tokenizer, "chat_template", None):
+        parts = [f"Here is a post from r/{sub}.", f"Title: {title}"]
+        if body:
+            parts.append(body)
+        parts.append("Write a reply.")
+        msg = [{"role": "user", "content": "\n\n".join(parts)}]
+        return tokenizer.apply_chat_template(msg, tokenize=False, add_generation_prompt=True)
+    text = f"r/{sub}\nTitle: {title}\n\n"
+    if body:
+        text += f"{body}\n\n"
+    return text + "Top comment:\n"
+
+
+# ------------------------------------------------------------------------------ tokenising
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Prompt ids with the tokenizer's special tokens (BOS for Gemma), never two BOS, no EOS."""
+    ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    while bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+        ids = ids[1:]  # the rendered text already began with the BOS string
+    if eos is not None and ids and ids[-1] == eos:
+        plain = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if not plain or plain[-1] != eos:
+            ids = ids[:-1]  # the tokenizer appended an EOS the text does not contain
+    if not ids:
+        raise ValueError("empty prompt: the first response token would have nothing to condition on")
+    return ids
+
+
+def encode_response(tokenizer, response: str, max_response_tokens: int = 128) -> list[int]:
+    """Response ids without special tokens, truncated to ``max_response_tokens``."""
+    return list(tokenizer(response, add_special_tokens=False)["input_ids"])[:max_response_tokens]
+
+
+# --------------------------------------------------------------------------- model plumbing
+_SPLIT_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cache_kw(module) -> str:
+    """transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name is deprecated)."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _out_cache(out):
+    c = getattr(out, "cache", None)
+    return c if c is not None else getattr(out, "past_key_values", None)
+
+
+def _apply_head(model, hidden):
+    """Logits from final hidden states: lm_head plus Gemma-2-style final soft-capping."""
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = (logits / cap).tanh() * cap
+    return logits
+
+
+def _split_ok(model) -> bool:
+    """Whether ``model.model`` + :func:`_apply_head` reproduces ``model(...).logits``.
+
+    Scoring through the decoder's hidden states lets the vocabulary projection run in chunks over
+    the response positions only (Gemma 3's 262k vocabulary makes a 16x128 batch's logits 2 GB in
+    float32). Checked once per model on a short input; models with other output heads fall back to
+    the full forward pass.
+    """
+    if model in _SPLIT_OK:
+        return _SPLIT_OK[model]
+    import torch
+
+    ok = False
+    dec, head = getattr(model, "model", None), model.get_output_embeddings()
+    if dec is not None and head is not None:
+        dev = next(model.parameters()).device
+        ids = torch.arange(10, 17, device=dev)[None]
+        with torch.inference_mode():
+            full = model(input_ids=ids).logits.float()
+            try:
+                split = _apply_head(model, dec(input_ids=ids).last_hidden_state).float()
+                ok = split.shape == full.shape and torch.allclose(split, full, atol=1e-3, rtol=1e-3)
+            except Exception:  # noqa: BLE001 - any mismatch in structure means "do not split"
+                ok = False
+    _SPLIT_OK[model] = ok
+    return ok
+
+
+class _Runner:
+    """Forward passes returning either final hidden states (split) or logits (fallback)."""
+
+    def __init__(self, model, device=None):
+        import torch
+
+        self.model = model
+        self.split = _split_ok(model)
+        self.body = model.model if self.split else model
+        self.kw = _cache_kw(self.body)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, cache=None,
+                 use_cache=False):
+        kwargs = {"input_ids": input_ids, "use_cache": use_cache}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        if cache is not None:
+            kwargs[self.kw] = cache
+        out = self.body(**kwargs)
+        feats = out.last_hidden_state if self.split else out.logits
+        return feats, _out_cache(out)
+
+    def token_logprobs(self, feats, targets, chunk: int = 256):
+        """``feats`` [N, D|V] (one row per predicting position), ``targets`` [N] → log-probs [N]."""
+        import torch
+
+        res = []
+        for i in range(0, feats.shape[0], chunk):
+            f = feats[i:i + chunk]
+            logits = (_apply_head(self.model, f) if self.split else f).float()
+            tgt = targets[i:i + chunk].to(logits.device)
+            res.append(logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, -1))
+        return torch.cat(res) if res else feats.new_zeros(0, dtype=torch.float32)
+
+
+def _autocast(device, enabled: bool):
+    import contextlib
+
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+def _result(req: ScoreRequest, lps: Sequence[float]) -> dict:
+    n = len(lps)
+    s = float(math.fsum(lps))
+    return {"post_id": req.post_id, "response_id": req.response_id,
+            "mean_logprob": s / n if n else float("nan"), "sum_logprob": s, "n_tokens": n}
+
+
+# --------------------------------------------------------------------------------- scoring
+def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 16,
+          max_response_tokens: int = 128, device=None, bf16: bool = False) -> list[dict]:
+    """Score every request's response tokens given its prompt, sharing each prompt's KV cache.
+
+    Returns, in the order of ``requests``, one dict per request:
+    ``{post_id, response_id, mean_logprob, sum_logprob, n_tokens}``.
+
+    Requests are grouped by prompt text. Each distinct prompt runs once with ``use_cache=True``;
+    its last position gives the first response token's log-prob. The prompt's responses are then
+    sorted longest first and scored ``batch_size`` at a time: a deep copy of the prompt's
+    ``DynamicCache`` is repeated ``n`` times along the batch dimension
+    (``cache.batch_repeat_interleave(n)``; for Gemma 3 the cache mixes full-attention layers and
+    sliding-window layers that keep only the last ``sliding_window - 1`` positions, and both
+    copy and repeat correctly), the responses minus their last token are right-padded, the
+    attention mask is ones over the prompt followed by the response mask, and position ids run
+    ``len(prompt) .. len(prompt)+T-1``. Right padding never affects real tokens (causal attention),
+    and padded positions are never read.
+
+    ``device`` is where inputs go (default: the model's device; the model is not moved).
+    ``bf16=True`` runs under ``torch.autocast(dtype=bfloat16)``; log-softmax is always float32.
+    """
+    import torch
+
+    run = _Runner(model, device)
+    dev = run.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[dict | None] = [None] * len(requests)
+    groups: "OrderedDict[str, list[int]]" = OrderedDict()
+    for i, r in enumerate(requests):
+        groups.setdefault(r.prompt, []).append(i)
+
+    with torch.inference_mode(), _autocast(dev, bf16):
+        for prompt, idxs in groups.items():
+            p_ids = encode_prompt(tokenizer, prompt)
+            L = len(p_ids)
+            resp = {i: encode_response(tokenizer, requests[i].response, max_response_tokens)
+                    for i in idxs}
+            for i in idxs:
+                if not resp[i]:
+                    out[i] = _result(requests[i], [])
+            todo = sorted((i for i in idxs if resp[i]), key=lambda i: -len(resp[i]))  # stable
+            if not todo:
+                continue
+            feats, prefix_cache = run(torch.tensor([p_ids], device=dev), use_cache=True)
+            first = run.token_logprobs(
+                feats[0, -1:].expand(len(todo), -1),
+                torch.tensor([resp[i][0] for i in todo], device=dev))
+            first = dict(zip(todo, first.tolist()))
+            for b in range(0, len(todo), batch_size):
+                batch = todo[b:b + batch_size]
+                n, T = len(batch), len(resp[batch[0]]) - 1  # inputs: response minus last token
+                if T == 0:  # every response in this batch is one token long
+                    for i in batch:
+                        out[i] = _result(requests[i], [first[i]])
+                    continue
+                inp = torch.full((n, T), pad, dtype=torch.long, device=dev)
+                tgt = torch.zeros((n, T), dtype=torch.long, device=dev)
+                mask = torch.zeros((n, T), dtype=torch.long, device=dev)
+                for j, i in enumerate(batch):
+                    r = resp[i]
+                    m = len(r) - 1
+                    if m:
+                        inp[j, :m] = torch.tensor(r[:-1], device=dev)
+                        tgt[j, :m] = torch.tensor(r[1:], device=dev)
+                        mask[j, :m] = 1
+                cache = copy.deepcopy(prefix_cache)
+                if n > 1:
+                    cache.batch_repeat_interleave(n)
+                attn = torch.cat([torch.ones((n, L), dtype=torch.long, device=dev), mask], dim=1)
+                pos = (L + torch.arange(T, device=dev))[None].expand(n, -1)
+                h, _ = run(inp, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True)
+                sel = mask.bool()
+                lps = run.token_logprobs(h[sel], tgt[sel]).tolist()
+                k = 0
+                for j, i in enumerate(batch):
+                    m = int(mask[j].sum())
+                    out[i] = _result(requests[i], [first[i]] + lps[k:k + m])
+                    k += m
+                del cache, h
+            del prefix_cache, feats
+    return out  # type: ignore[return-value]
+
+
+def score_naive(requests: Sequence[ScoreRequest], tokenizer, model,
+                max_response_tokens: int = 128, device=None) -> list[dict]:
+    """Reference scorer: one full forward pass over ``prompt + response`` ids per request.
+
+    Same tokenisation as :func:`score`, no cache, no batching, no padding; logits are taken from
+    ``model(...).logits`` (with ``logits_to_keep`` so only the positions that predict response
+    tokens are projected onto the vocabulary).
+    """
+    import torch
+
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    keep_ok = "logits_to_keep" in inspect.signature(model.forward).parameters
+    res = []
+    with torch.inference_mode():
+        for req in requests:
+            p = encode_prompt(tokenizer, req.prompt)
+            r = encode_response(tokenizer, req.response, max_response_tokens)
+            if not r:
+                res.append(_result(req, []))
+                continue
+            ids = torch.tensor([p + r], device=dev)
+            kw = {"logits_to_keep": len(r) + 1} if keep_ok else {}
+            logits = model(input_ids=ids, **kw).logits[0].float()
+            logits = logits[-(len(r) + 1):-1]  # positions L-1 .. L+m-2 predict r_1 .. r_m
+            tgt = torch.tensor(r, device=logits.device)
+            lp = logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+            res.append(_result(req, lp.tolist()))
+    return res
+
+
+def request_key(model_name: str, req: ScoreRequest, max_response_tokens: int) -> str:
+    """Cache key: content hash of (model name, prompt, response, max_response_tokens)."""
+    return content_hash({"model": model_name, "prompt": req.prompt, "response": req.response,
+                         "max_response_tokens": max_response_tokens}, n=24)
+
+
+def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
+                 tokenizer=None, model=None, max_response_tokens: int = 128,
+                 batch_size: int = 16, flush_every: int = 64, dtype: str = "float32",
+                 **score_kwargs) -> list[dict]:
+    """:func:`score` with a JSONL store, so a re-run scores only requests it has not seen.
+
+    The key is :func:`request_key` (model name, prompt, response, ``max_response_tokens``), so
+    post/response ids do not enter it and identical texts are scored once. The model is loaded
+    with :func:`simlib.models.load_causal_lm` only if something is missing and ``model`` is None.
+    Results are appended to the store every ``flush_every`` requests (whole prompts at a time),
+    so an interrupted run keeps what it finished. Returns dicts in request order, with ids from
+    ``requests`` and a ``key`` field.
+    """
+    store = JsonlStore(store_path)
+    keys = [request_key(model_name, r, max_response_tokens) for r in requests]
+    have = {rec["key"]: rec for rec in store}
+    missing: "OrderedDict[str, ScoreRequest]" = OrderedDict()
+    for k, r in zip(keys, requests):
+        if k not in have and k not in missing:
+            missing[k] = r
+    if missing:
+        if model is None or tokenizer is None:
+            from simlib.models import load_causal_lm
+
+            tokenizer, model = load_causal_lm(model_name, dtype=dtype)
+        by_prompt: "OrderedDict[str, list[tuple[str, ScoreRequest]]]" = OrderedDict()
+        for k, r in missing.items():
+            by_prompt.setdefault(r.prompt, []).append((k, r))
+        chunk: list[tuple[str, ScoreRequest]] = []
+        items = list(by_prompt.values())
+        for gi, group in enumerate(items):
+            chunk.extend(group)
+            if len(chunk) >= flush_every or gi == len(items) - 1:
+                scored = score([r for _, r in chunk], tokenizer, model, batch_size=batch_size,
+                               max_response_tokens=max_response_tokens, **score_kwargs)
+                recs = [{"key": k, "model": model_name, "max_response_tokens": max_response_tokens,
+                         "post_id": r.post_id, "response_id": r.response_id,
+                         "mean_logprob": s["mean_logprob"], "sum_logprob": s["sum_logprob"],
+                         "n_tokens": s["n_tokens"]} for (k, r), s in zip(chunk, scored)]
+                store.append(recs)
+                have.update({rec["key"]: rec for rec in recs})
+                chunk = []
+    res = []
+    for k, r in zip(keys, requests):
+        rec = have[k]
+        res.append({"post_id": r.post_id, "response_id": r.response_id, "key": k,
+                    "mean_logprob": rec["mean_logprob"], "sum_logprob": rec["sum_logprob"],
+                    "n_tokens": rec["n_tokens"]})
+    return res
+
+
+# ------------------------------------------------------------------------------- sampling
+def sample_own(prompts: Iterable[str], tokenizer, model, n: int = 4, max_new_tokens: int = 128,
+               temperature: float = 1.0, seed: int = 0, top_p: float = 1.0,
+               stop_strings: Sequence[str] | None = None, device=None) -> list[list[str]]:
+    """``n`` replies sampled from the scorer itself for each prompt (the "own outputs" reference).
+
+    Plain ancestral sampling at ``temperature`` (``top_k`` off, ``top_p=1`` unless given), from
+    the same token ids :func:`score` conditions on (:func:`encode_prompt`), stopping at the
+    model's EOS or after ``max_new_tokens``. Each prompt's samples are seeded by
+    ``hash(seed, prompt)``, inside ``torch.random.fork_rng`` (the global RNG is left untouched),
+    so they do not depend on the other prompts in the list or on call order. Texts are decoded
+    with ``skip_special_tokens=True`` and cut before the first of ``stop_strings`` if given (a base
+    model such as Gemma 3 270M may write past one comment; e.g. ``stop_strings=["\\n\\n"]``).
+    """
+    import torch
+
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[list[str]] = []
+    for prompt in prompts:
+        ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=dev)
+        s = int(content_hash([seed, prompt]), 16) % (2**63 - 1)
+        devices = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(s)
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 do_sample=True, temperature=temperature, top_k=0, top_p=top_p,
+                                 num_return_sequences=n, max_new_tokens=max_new_tokens,
+                                 pad_token_id=pad)
+        texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+        if stop_strings:
+            cut = []
+            for t in texts:
+                pos = [t.find(x) for x in stop_strings if x and t.find(x) >= 0]
+                cut.append(t[: min(pos)] if pos else t)
+            texts = cut
+        out.append(texts)
+    return out

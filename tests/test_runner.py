@@ -1,0 +1,98 @@
+"""The runner: papermill execution, skip-if-unchanged, failures that name the notebook."""
+import json
+
+import nbformat
+import pytest
+
+from simlib import config, runner
+
+
+def _notebook(path, body: str):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import simlib.notebook as nb\nnb.begin(globals())"),
+        nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("cfg = nb.setup(globals())\n" + body),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def book(tmp_path, monkeypatch):
+    # Other changes to simlib's source would change every key; pin it to test the notebook logic.
+    monkeypatch.setattr(runner, "tree_hash", lambda root, pattern="": "pinned")
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _notebook(src / "a.ipynb", "print('n_posts', cfg.n_posts)")
+    _notebook(src / "b.ipynb", "print('seed', cfg.seed)")
+    return src, tmp_path / "executed"
+
+
+def _run(book, cfg, overrides=None, names=("a", "b")):
+    src, out = book
+    return runner.execute(cfg, overrides or {}, out_dir=out, names=list(names), notebook_dir=src, log=lambda *_: None)
+
+
+def test_second_run_skips_and_changes_rerun(book):
+    cfg = config.load("smoke")
+    first = _run(book, cfg)
+    assert [r["status"] for r in first.values()] == ["ran", "ran"]
+    assert [r["status"] for r in _run(book, cfg).values()] == ["skipped", "skipped"]
+    # a new parameter value re-runs everything that depends on the config
+    cfg2 = config.load("smoke", {"n_posts": 5})
+    third = _run(book, cfg2, {"n_posts": 5})
+    assert [r["status"] for r in third.values()] == ["ran", "ran"]
+    out = nbformat.read(book[1] / "a.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert "n_posts 5" in text  # the injected parameter reached the notebook's config
+
+
+def test_code_change_reruns(book, monkeypatch):
+    cfg = config.load("smoke")
+    _run(book, cfg)
+    monkeypatch.setattr(runner, "tree_hash", lambda root, pattern="": "changed")
+    assert [r["status"] for r in _run(book, cfg).values()] == ["ran", "ran"]
+
+
+def test_editing_upstream_notebook_reruns_downstream(book):
+    cfg = config.load("smoke")
+    _run(book, cfg)
+    _notebook(book[0] / "a.ipynb", "print('edited')")
+    assert [r["status"] for r in _run(book, cfg).values()] == ["ran", "ran"]
+    _notebook(book[0] / "b.ipynb", "print('edited b')")
+    assert [r["status"] for r in _run(book, cfg).values()] == ["skipped", "ran"]
+
+
+def test_failing_notebook_names_itself_and_leaves_no_output(book):
+    src, out = book
+    cfg = config.load("smoke")
+    _run(book, cfg)
+    _notebook(src / "b.ipynb", "raise ValueError('boom from b')")
+    with pytest.raises(runner.NotebookFailed) as exc:
+        _run(book, cfg)
+    msg = str(exc.value)
+    assert "notebook b failed" in msg and "ValueError" in msg and "boom from b" in msg
+    assert not (out / "b.ipynb").exists(), "a failed notebook must not look complete"
+    assert (out / "failed" / "b.ipynb").exists()
+    assert "b" not in json.loads((out / ".state.json").read_text())
+
+
+def test_unknown_injected_parameter_fails_the_notebook(book):
+    cfg = config.load("smoke")
+    with pytest.raises(runner.NotebookFailed, match="unknown parameters: 'bogus'"):
+        _run(book, cfg, {"bogus": 1}, names=("a",))
+
+
+def test_manifest_reads_toc_order(tmp_path):
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: executed/01_x\n  - file: book/p\n"
+                   "  - file: executed/02_y\n")
+    assert runner.manifest(toc) == ["01_x", "02_y"]
+
+
+def test_real_toc_lists_only_existing_notebooks():
+    names = runner.manifest()
+    assert names and names[0] == "01_data"
+    for n in names:
+        assert (runner.NOTEBOOK_DIR / f"{n}.ipynb").exists()
