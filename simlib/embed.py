@@ -111,7 +111,7 @@ def embed_texts(
                 [texts[i] for i in idx],
                 padding=True,
                 truncation=True,
-                max_length=512,
+                max_length=max_length,
                 return_tensors="pt",
             )
             hidden = model(**enc).last_hidden_state  # (b, L, d)
@@ -119,6 +119,6 @@ def embed_texts(
             summed = (hidden * mask).sum(dim=1)
             counts = mask.sum(dim=1).clamp(min=1e-9)
             pooled = summed / counts
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            pass
             out[idx] = pooled.float().cpu().numpy()
     return out
