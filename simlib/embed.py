@@ -119,6 +119,6 @@ def embed_texts(
             summed = (hidden * mask).sum(dim=1)
             counts = mask.sum(dim=1).clamp(min=1e-9)
             pooled = summed / counts
-            pass
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             out[idx] = pooled.float().cpu().numpy()
     return out

@@ -61,11 +61,11 @@ def data_overview(posts, responses):
     import numpy as np
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(8.0, 3.4))
-    for split, colour_ in zip(("train", "val", "test"), PALETTE):
-        sel = posts[posts["split"] == split]["n_responses"]
-        if len(sel):
-            a.hist(sel, bins=np.arange(0, posts["n_responses"].max() + 5, 5), alpha=0.75,
-                   label=f"{split} ({len(sel)} posts)", color=colour_)
+    splits = [s for s in ("train", "val", "test") if (posts["split"] == s).any()]
+    a.hist([posts.loc[posts["split"] == s, "n_responses"] for s in splits],
+           bins=np.arange(0, posts["n_responses"].max() + 5, 5), stacked=True,
+           color=PALETTE[:len(splits)],
+           label=[f"{s} ({(posts['split'] == s).sum()} posts)" for s in splits])
     a.set_xlabel("responses kept per post")
     a.set_ylabel("posts")
     a.legend()

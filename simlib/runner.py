@@ -93,6 +93,18 @@ def _failure_message(name: str, exc: Exception) -> str:
     return f"notebook {name} failed:\n{detail}"
 
 
+def _hide_default_parameters(path: Path) -> None:
+    """The book shows the values a run used (papermill's injected cell), not the defaults."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = tags + ["remove-cell"]
+    nbformat.write(nb, path)
+
+
 def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: list[str] | None = None,
             force: bool = False, log=print, notebook_dir: Path = NOTEBOOK_DIR) -> dict:
     """Run the manifest's notebooks with papermill; return {name: 'ran'|'skipped'} with timings."""
@@ -139,6 +151,7 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
             if tmp.exists():
                 os.replace(tmp, failed / f"{name}.ipynb")
             raise NotebookFailed(_failure_message(name, exc)) from None
+        _hide_default_parameters(tmp)
         os.replace(tmp, out)
         seconds = round(time.perf_counter() - t0, 2)
         state[name] = {"key": key, "seconds": seconds, "profile": cfg.profile}
