@@ -159,7 +159,7 @@ _NOT_A = r"(?![a-z0-9])"  # no letter/digit right after
 # straightened; the earliest match in the text wins (Reddit puts the verdict first).
 _VERDICT_PATTERNS: list[tuple[str, str, int]] = [
     # Acronyms, as whole tokens (letters/digits may not touch them; *, _, ., ! may).
-    ("NTA", r"(?:nta|ntah|ywnbta)", re.I),
+    ("NTA", _NOT_W + r"(?:nta|ntah|ywnbta)" + _NOT_A, re.I),
     ("YTA", _NOT_W + r"(?:yta|ytah|ywbta)" + _NOT_A, re.I),
     ("ESH", _NOT_W + r"esh" + _NOT_A, re.I),
     # "nah" and "info" are ordinary English words ("Nah, NTA", "for your info"), so the

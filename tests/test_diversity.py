@@ -278,6 +278,8 @@ def test_subsample_groups_equal_n_and_deterministic():
     # embeddings stay aligned with their rows
     pos = {t: i for i, t in enumerate(df.text)}
     assert np.array_equal(esub, emb[[pos[t] for t in sub.text]])
+    kept = [pos[t] for t in sub.text]
+    assert kept == sorted(kept)  # original relative order kept
     sub2, _ = subsample_groups(df, emb, seed=7)
     assert sub2.equals(sub)
     sub3, _ = subsample_groups(df, emb, seed=8)

@@ -1,0 +1,19 @@
+"""The whole book at the `smoke` profile: every notebook in the toc executes without error."""
+import nbformat
+import pytest
+
+from simlib import config, runner
+
+
+@pytest.mark.slow
+def test_smoke_profile_executes_every_notebook(tmp_path):
+    cfg = config.load("smoke")
+    results = runner.execute(cfg, {}, out_dir=tmp_path, log=lambda *_: None)
+    assert list(results) == runner.manifest()
+    for name in results:
+        nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{name} holds an error output"
+        glued = [o for c in nb.cells for o in c.get("outputs", [])
+                 if any(k.startswith("application/papermill.record") for k in o.get("data", {}))]
+        assert glued, f"{name} glues no number into the book"
