@@ -7,9 +7,12 @@ when one of its inputs changed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .cache import atomic_write_json, atomic_write_text, content_hash
@@ -53,3 +56,96 @@ def real_responses(cfg: Config) -> tuple[pd.DataFrame, dict]:
     atomic_write_text(table, df.to_json(orient="records", lines=True, force_ascii=False))
     atomic_write_json(meta, report)  # written last: its presence marks the step complete
     return df, report
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@contextlib.contextmanager
+def openai_endpoint(cfg: Config):
+    """(base_url, model) of the endpoint the config names; starts the local server when empty.
+
+    The ``ci`` and ``smoke`` profiles serve SmolLM2 from its package through llama.cpp on
+    127.0.0.1 and stop it afterwards; ``paper`` names the OpenAI API. The key is read by the
+    client from the environment only.
+    """
+    if cfg.api_base_url:
+        yield cfg.api_base_url, cfg.generator
+        return
+    from .generate import LocalServer
+
+    if cfg.generator != "smollm2-135m":
+        raise ValueError(f"the local server serves smollm2-135m only; generator is {cfg.generator!r} "
+                         "(set api_base_url to use another model)")
+    with LocalServer(seed=cfg.seed, log_path=cfg.path("logs", "llama-server.log")) as srv:
+        yield srv.base_url, srv.model
+
+
+def test_posts(cfg: Config, df: pd.DataFrame) -> pd.DataFrame:
+    """The posts synthetic responses are generated for: every post (train for GRPO, test for evaluation)."""
+    from .data import posts_table
+
+    return posts_table(df)
+
+
+def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | None = None,
+                        endpoint: tuple[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """``n_samples`` synthetic responses per post and style, through the OpenAI-compatible client.
+
+    Responses are appended to ``<work_dir>/generations.jsonl`` the moment they arrive, keyed by
+    (post, style, sample index, model, prompt, sampling parameters), so a re-run sends only what is
+    missing. Returns the store rows for these requests and the run report.
+    """
+    from .generate import generate, load_store, make_requests
+
+    styles = styles or cfg.styles
+    store = cfg.path("generations.jsonl")
+    with contextlib.ExitStack() as stack:
+        base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
+        reqs = make_requests(posts, styles, cfg.n_samples, model, temperature=cfg.temperature,
+                             top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed,
+                             max_post_chars=cfg.max_post_chars)
+        report = generate(reqs, store, base_url, model, concurrency=cfg.concurrency, progress=True,
+                          **_prices(model))
+    keys = {r.key for r in reqs}
+    out = load_store(store)
+    out = out[out["key"].isin(keys)].reset_index(drop=True)
+    return out, report.to_dict()
+
+
+def _prices(model: str) -> dict:
+    # USD per 1k tokens, for the cost estimate of paper runs (gpt-4o-mini list price, 2025).
+    return {"price_per_1k_in": 0.00015, "price_per_1k_out": 0.0006} if model.startswith("gpt-4o-mini") else {}
+
+
+def judge_labels(cfg: Config, items: pd.DataFrame, endpoint: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Register labels for ``items`` (columns item_id, title, text), cached in ``judge.jsonl``."""
+    from .generate import generate, load_store
+    from .judge import judge_requests, label_table
+
+    store = cfg.path("judge.jsonl")
+    with contextlib.ExitStack() as stack:
+        if endpoint is None and cfg.api_base_url:
+            endpoint = (cfg.api_base_url, cfg.judge)
+        base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
+        reqs = judge_requests(items.to_dict("records"), model)
+        generate(reqs, store, base_url, model, concurrency=cfg.concurrency, progress=True)
+    keys = {r.key for r in reqs}
+    rows = load_store(store)
+    return label_table(rows[rows["key"].isin(keys)])
+
+
+def embeddings(cfg: Config, texts: list[str]) -> np.ndarray:
+    """Sentence embeddings of ``texts`` with the config's encoder, cached by content."""
+    from .embed import embed_texts
+    from .models import resolve
+
+    key = content_hash({"encoder": cfg.encoder, "texts": texts, "code": _code_hash("embed.py")})
+    path = cfg.path("embeddings", f"{key}.npy")
+    if path.exists():
+        return np.load(path)
+    emb = embed_texts(texts, resolve(cfg.encoder))
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, emb)
+    os.replace(tmp, path)
+    return emb
