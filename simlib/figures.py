@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 
 # Okabe & Ito (2008), safe for the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
@@ -58,7 +59,6 @@ apply_style()
 
 def data_overview(posts, responses):
     """Two panels: responses kept per post, and response length (characters, log scale)."""
-    import numpy as np
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(8.0, 3.4))
     splits = [s for s in ("train", "val", "test") if (posts["split"] == s).any()]
@@ -74,4 +74,50 @@ def data_overview(posts, responses):
     b.set_xscale("log")
     b.set_xlabel("response length (characters)")
     b.set_ylabel("responses")
+    return fig
+
+
+def measure_hist(per_post, measure: str, xlabel: str, sources=("real", "plain", "humanlike")):
+    """Per-post distribution of one diversity measure, one step histogram per source."""
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    vals = per_post[measure].dropna()
+    bins = np.linspace(vals.min(), vals.max(), 21) if len(vals) else 10
+    for src in sources:
+        v = per_post.loc[per_post["source"] == src, measure].dropna()
+        if len(v):
+            ax.hist(v, bins=bins, histtype="step", linewidth=2, color=colour(src),
+                    label=f"{src} (mean {v.mean():.2f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("posts")
+    ax.legend()
+    return fig
+
+
+def share_bars(shares, xlabel: str):
+    """Horizontal stacked bars: one bar per source, segments are category shares."""
+    fig, ax = plt.subplots(figsize=(7.0, 0.6 * len(shares) + 1.6))
+    left = np.zeros(len(shares))
+    for i, cat in enumerate(shares.columns):
+        ax.barh(list(shares.index), shares[cat].to_numpy(), left=left, label=str(cat),
+                color=PALETTE[i % len(PALETTE)], edgecolor="white")
+        left += shares[cat].to_numpy()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("source")
+    ax.invert_yaxis()
+    ax.legend(ncol=min(7, len(shares.columns)), loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    return fig
+
+
+def embedding_map(coords, sources):
+    """Scatter of 2-D coordinates, coloured by source."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for src in dict.fromkeys(sources):
+        mask = np.asarray([s == src for s in sources])
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=36, color=colour(src), label=src,
+                   alpha=0.85, edgecolor="white", linewidth=0.5)
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.legend()
     return fig

@@ -36,14 +36,16 @@ def setup(namespace: dict) -> _config.Config:
     return _cfg
 
 
-def glue(name: str, value: Any, fmt: str | None = None) -> Any:
-    """Hand a number or text to the book (MyST-NB glue) without displaying it here."""
+def glue(name: str, value: Any, fmt: str | None = None) -> None:
+    """Hand a number or text to the book (MyST-NB glue) without displaying it here.
+
+    ``fmt`` formats the value first (``".3f"``, ``"+.2f"``), so the book shows exactly that text.
+    """
     from myst_nb import glue as _glue
 
     if fmt is not None:
         value = format(value, fmt)
     _glue(name, value, display=False)
-    return value
 
 
 def provenance_line(seeds: list[int] | None = None) -> str:

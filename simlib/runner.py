@@ -122,6 +122,9 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
     state = _read_state(out_dir)
     results: dict[str, dict] = {}
     upstream: list[str] = []
+    # Progress bars belong in the terminal, not in the book: the kernel inherits these.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # papermill must never carry a secret: parameters are the profile and its overrides only.
     params = {"profile": cfg.profile, **{k: getattr(cfg, k, v) for k, v in overrides.items() if k != "profile"}}
     for name in tqdm(names, desc="notebooks", unit="nb", disable=None):

@@ -258,6 +258,14 @@ def run_batch(
         if progress:
             print(msg, flush=True)
 
+    last_status: dict[str, str] = {}
+
+    def on_status(b: Any) -> None:  # print status changes only, not every poll
+        if last_status.get(b.id) != b.status:
+            last_status[b.id] = b.status
+            counts = getattr(b, "request_counts", None)
+            say(f"batch {b.id}: {b.status}" + (f" {counts}" if counts else ""))
+
     report = GenerationReport(store_path=str(store.path), failures_path=str(fstore.path), mode="batch",
                               n_requested=len(reqs))
     done_before = store.keys()
@@ -275,7 +283,7 @@ def run_batch(
             keys = set(info.get("keys") or [])
             sub = {k: by_key[k] for k in keys if k in by_key}
             b = _poll(client, bid, poll_interval=poll_interval, deadline=deadline,
-                      on_status=lambda b: say(f"batch {b.id}: {b.status}"))
+                      on_status=on_status)
             _collect(client, b, sub, store, fstore, report)
             info.update(collected=True, status=b.status)
             save()
@@ -310,7 +318,7 @@ def run_batch(
         # 3-4. poll and collect
         for bid, sub in submitted:
             b = _poll(client, bid, poll_interval=poll_interval, deadline=deadline,
-                      on_status=lambda b: say(f"batch {b.id}: {b.status}"))
+                      on_status=on_status)
             _collect(client, b, sub, store, fstore, report)
             state["batches"][bid].update(collected=True, status=b.status)
             save()

@@ -86,6 +86,10 @@ class GenRequest:
     max_tokens: int = 256
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        # freeze the messages so the key cannot go stale
+        object.__setattr__(self, "messages", tuple({"role": m["role"], "content": m["content"]} for m in self.messages))
+
     @functools.cached_property
     def messages_hash(self) -> str:
         return messages_hash(list(self.messages))
@@ -457,7 +461,7 @@ def _api_key(api_key_env: str) -> str:
 async def agenerate(
     requests: Iterable[GenRequest],
     store_path: str | os.PathLike,
-    base_url: str,
+    base_url: str | None,
     model: str | None = None,
     *,
     api_key_env: str = "OPENAI_API_KEY",
@@ -592,7 +596,7 @@ def run_sync(coro_factory):
 def generate(
     requests: Iterable[GenRequest],
     store_path: str | os.PathLike,
-    base_url: str,
+    base_url: str | None,
     model: str | None = None,
     *,
     api_key_env: str = "OPENAI_API_KEY",
@@ -610,7 +614,8 @@ def generate(
 ) -> GenerationReport:
     """Generate every request not yet in ``store_path``; see the module docstring.
 
-    ``model`` fills requests built with ``model=None`` (a request naming another model is an
+    ``base_url``: e.g. ``LocalServer.base_url`` or ``"https://api.openai.com/v1"`` (``None``:
+    the openai client's default). ``model`` fills requests built with ``model=None`` (a request naming another model is an
     error). ``max_retries`` counts retries after the first attempt; ``timeout`` bounds each
     attempt (seconds). ``send_seed=False`` for servers that reject ``seed``;
     ``token_param="max_completion_tokens"`` for OpenAI models that reject ``max_tokens``.

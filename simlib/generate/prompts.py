@@ -9,7 +9,7 @@ A *style* turns a post (title, body, subreddit) into a list of OpenAI-style chat
 ``humanlike``
     Engineered instructions that ask the model to answer the way a real Reddit user would:
     decisive, casual, takes a side, no hedging, no assistant tone, short. On AITA-style posts
-    (r/AmItheAsshole, r/AITAH, or a title starting with AITA/AITAH/WIBTA) the reply must
+    (r/AmItheAsshole, r/AITAH, or a title starting with AITA/AITAH/WIBTA/WIBTAH) the reply must
     open with a verdict: NTA, YTA, ESH, NAH or INFO.
 
 Later styles (``persona``, ``seeded``) plug in with :func:`register_style`; a builder may take
@@ -53,8 +53,8 @@ __all__ = [
 DEFAULT_MAX_POST_CHARS = 3000
 TRUNCATION_MARKER = " […]"
 AITA_VERDICTS = ("NTA", "YTA", "ESH", "NAH", "INFO")
-AITA_SUBREDDITS = frozenset({"amitheasshole", "aitah", "amitheasshole_", "amiwrong"})
-_AITA_TITLE = re.compile(r"^\s*(AITA|AITAH|WIBTA|AIO)\b", re.IGNORECASE)
+AITA_SUBREDDITS = frozenset({"amitheasshole", "aitah"})
+_AITA_TITLE = re.compile(r"^\s*(AITA|AITAH|WIBTA|WIBTAH)\b", re.IGNORECASE)
 
 Messages = list[dict[str, str]]
 

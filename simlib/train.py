@@ -1,0 +1,658 @@
+"""GRPO training of a user simulator with a BERTScore reward (TRL ``GRPOTrainer``).
+
+The study trains the same policy twice per seed, once with **synthetic** targets (LLM replies to each
+training post) and once with **real** targets (the Reddit replies), and compares how much the
+BERTScore reward improves. :func:`train` runs one such run; the two runs of a pair get the same
+:class:`TrainSpec` except ``target`` and ``output_dir`` (see :func:`paired_specs`) and the same
+``prompts_df``, so they see the same posts in the same order with the same seeds and
+hyper-parameters and differ only in the references the reward compares against.
+:func:`check_paired` verifies that afterwards from the two run folders.
+
+Run folder (``spec.output_dir``)
+--------------------------------
+``run.json``
+    The spec, its hash and the hashes of the prompts and references, written when the run starts.
+    A folder is bound to one run: a different spec or data raises instead of mixing checkpoints.
+``log.jsonl``
+    One line per optimisation step: ``step, reward_mean, reward_std, loss, kl, completion_length,
+    step_seconds, elapsed_seconds`` and all of TRL's metrics under ``metrics``. Steps that a killed run
+    logged after its last checkpoint are dropped when it resumes, so every step appears once.
+``checkpoint-<step>/``
+    Every ``save_steps`` steps (model or LoRA adapter, optimizer, scheduler, RNG states), at most
+    ``save_total_limit`` of them. An interrupted run resumes from the last one; the checkpoints are
+    deleted when the run finishes unless ``keep_checkpoints``.
+``final/``
+    The trained model (full weights, or the LoRA adapter) and tokenizer; what :func:`train` returns.
+``done.json``
+    Written last, with the spec hash: calling :func:`train` again with the same spec and data returns
+    ``final/`` at once.
+
+CPU settings (the ``ci`` profile)
+---------------------------------
+No vLLM (generation with ``model.generate``), ``use_cpu`` when there is no CUDA device, fp32 weights,
+optional bf16 autocast (``TrainSpec.bf16``; AVX-512-BF16 CPUs), ``report_to=[]``, ``logging_steps=1``,
+``dataloader_num_workers=0``, no gradient checkpointing (TRL 1.16 turns it on by default; on CPU it
+only costs time), progress bars off. ``prompts_per_step`` prompts x ``num_generations`` completions
+are generated and scored per device and step (TRL's ``per_device_train_batch_size`` counts
+completions, not prompts).
+
+Scale-out: several processes or GPUs
+------------------------------------
+The same entry point runs under ``accelerate launch``; each process generates and scores its share of
+the completions and TRL gathers the rewards before normalising them within each prompt group::
+
+    accelerate launch --num_processes 2 --cpu -m simlib.train --spec spec.json --data data.json
+
+(gloo backend on CPU; ``data.json`` holds ``{"prompts": [{"post_id", "prompt"}], "references":
+{post_id: [texts]}}``, ``spec.json`` the :class:`TrainSpec` fields.)
+
+The ``paper`` profile (Qwen3-8B policy, ``microsoft/deberta-xlarge-mnli`` BERTScore, 500 steps,
+8 generations, 256 completion tokens, lr 1e-6) trains on one node of GPUs with DeepSpeed ZeRO-3,
+sharding parameters, gradients and optimizer states across GPUs, and generates with vLLM inside the
+training processes::
+
+    # spec.json: {"policy": "Qwen/Qwen3-8B", "dtype": "bfloat16", "bf16": true, "use_cpu": false,
+    #             "use_vllm": true, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3,
+    #             "gradient_checkpointing": true, "encoder": "microsoft/deberta-xlarge-mnli",
+    #             "steps": 500, "num_generations": 8, "max_completion_length": 256,
+    #             "learning_rate": 1e-6, "prompts_per_step": 2, ...}
+    accelerate launch --config_file .venv/lib/python3.11/site-packages/trl/accelerate_configs/zero3.yaml \\
+        --num_processes 8 -m simlib.train --spec spec.json --data data.json
+
+``zero3.yaml`` ships with TRL (``distributed_type: DEEPSPEED``, ``zero_stage: 3``,
+``zero3_init_flag: true``, ``mixed_precision: bf16``); DeepSpeed and vLLM must be installed on the GPU
+machine (they are not dependencies of this package). With ``vllm_mode="colocate"`` (a
+``GRPOConfig`` field of TRL 1.16, with ``use_vllm``, ``vllm_gpu_memory_utilization`` and
+``vllm_tensor_parallel_size``) each process runs a vLLM engine that shares its GPU with training and
+receives the new weights after every optimizer step (ZeRO-3 gathers them, see
+``ds3_gather_for_generation``); ``vllm_mode="server"`` instead talks to a separate ``trl vllm-serve``
+process on dedicated GPUs. The reward encoder runs on each process's GPU. Anything else of
+``GRPOConfig`` can be set through ``TrainSpec.extra``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from simlib import models  # noqa: F401  (sets the offline environment variables)
+from simlib.cache import atomic_write_json, atomic_write_text, content_hash
+
+__all__ = [
+    "TrainSpec", "train", "paired_specs", "check_paired", "read_log", "last_checkpoint",
+    "generate_responses", "evaluate", "transfer_table", "main",
+]
+
+TARGETS = ("synthetic", "real")
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+# Fields that may change between an interrupted run and its continuation.
+_RESUMABLE_FIELDS = ("steps", "save_steps", "save_total_limit", "keep_checkpoints", "output_dir")
+
+
+@dataclass
+class TrainSpec:
+    """Everything that defines one GRPO run (the data aside).
+
+    Two runs of a synthetic/real pair must differ only in ``target`` and ``output_dir``.
+    """
+
+    policy: str = "smollm2-135m"
+    """Policy to train: a simlib model name, a local folder or a hub id (``Qwen/Qwen3-8B``)."""
+    target: str = "synthetic"
+    """Which references the reward uses: ``"synthetic"`` (LLM replies) or ``"real"`` (Reddit replies).
+    Only a label here: the references themselves are the ``references`` argument of :func:`train`."""
+    seed: int = 0
+    """Seed of weights init (LoRA), data order and sampling."""
+    steps: int = 10
+    """Optimisation steps (``max_steps``)."""
+    num_generations: int = 4
+    """Completions per prompt (the GRPO group)."""
+    prompts_per_step: int = 2
+    """Prompts per device and step; ``prompts_per_step * num_generations`` completions per device."""
+    beta: float = 0.0
+    """KL coefficient; 0 loads no reference model."""
+    loss_type: str = "dapo"
+    """TRL loss aggregation: grpo, dapo, dr_grpo, bnpo, cispo, sapo."""
+    learning_rate: float = 1e-5
+    """AdamW learning rate."""
+    lr_scheduler_type: str = "constant"
+    """Learning-rate schedule; constant keeps runs of different lengths comparable and extensible."""
+    max_completion_length: int = 48
+    """Maximum new tokens per completion."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts."""
+    use_lora: bool = False
+    """Train a LoRA adapter instead of all weights."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.0
+    """LoRA dropout (0 keeps rollouts and training forward passes identical)."""
+    lora_target_modules: Any = "all-linear"
+    """Modules receiving adapters (PEFT syntax)."""
+    bf16: bool = False
+    """bf16 autocast (mixed precision); weights and optimizer stay in ``dtype``."""
+    dtype: str = "float32"
+    """Weight dtype of the policy: float32 (CPU) or bfloat16 (GPU, paper)."""
+    use_cpu: bool | None = None
+    """Force the CPU; ``None`` = CPU exactly when no CUDA device is visible."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (memory for time; useful for 8B models)."""
+    encoder: str = "minilm-l6"
+    """BERTScore encoder of the reward (``microsoft/deberta-xlarge-mnli`` in the paper profile)."""
+    reward_aggregate: str = "max"
+    """How the BERTScores against a post's references combine: max or mean."""
+    max_references: int = 0
+    """Use at most this many references per post (the first ones); 0 = all."""
+    output_dir: str = "runs/grpo"
+    """Run folder (checkpoints, log.jsonl, final/, done.json)."""
+    save_steps: int = 5
+    """Checkpoint every this many steps."""
+    save_total_limit: int = 2
+    """Keep at most this many checkpoints."""
+    keep_checkpoints: bool = False
+    """Keep the checkpoints after the run has finished (they are deleted otherwise)."""
+    use_vllm: bool = False
+    """Generate with vLLM (GPU only; see the module docstring)."""
+    vllm_mode: str = "colocate"
+    """vLLM mode: colocate (inside the training processes) or server."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """GPU memory share of a colocated vLLM engine."""
+    extra: dict = field(default_factory=dict)
+    """Further ``GRPOConfig`` keyword arguments (they override the ones derived above)."""
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.target not in TARGETS:
+            errors.append(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.loss_type not in LOSS_TYPES:
+            errors.append(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        if self.num_generations < 2:
+            errors.append(f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}")
+        for name in ("steps", "prompts_per_step", "max_completion_length", "save_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.reward_aggregate not in ("max", "mean"):
+            errors.append(f"reward_aggregate must be max or mean, got {self.reward_aggregate!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            errors.append(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
+        if self.vllm_mode not in ("colocate", "server"):
+            errors.append(f"vllm_mode must be colocate or server, got {self.vllm_mode!r}")
+        if self.max_references < 0 or self.beta < 0 or not 0 < self.learning_rate < 1:
+            errors.append("max_references and beta must be >= 0 and learning_rate in (0, 1)")
+        if errors:
+            raise ValueError("invalid TrainSpec:\n  - " + "\n  - ".join(errors))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainSpec fields {unknown}; valid: {sorted(names)}")
+        return cls(**dict(d))
+
+    def hash(self) -> str:
+        """Hash of everything but the output folder."""
+        return content_hash({k: v for k, v in self.to_dict().items() if k != "output_dir"})
+
+    def identity(self) -> str:
+        """Hash of the fields a resumed run must share with the interrupted one."""
+        return content_hash({k: v for k, v in self.to_dict().items() if k not in _RESUMABLE_FIELDS})
+
+
+def paired_specs(spec: TrainSpec, root: str | os.PathLike | None = None) -> dict[str, TrainSpec]:
+    """The synthetic and the real run of one seed: ``spec`` with only ``target``/``output_dir`` changed.
+
+    Output folders are ``<root>/<target>-seed<seed>`` (``root`` defaults to ``spec.output_dir``).
+    """
+    root = Path(root if root is not None else spec.output_dir)
+    return {t: dataclasses.replace(spec, target=t, output_dir=str(root / f"{t}-seed{spec.seed}"))
+            for t in TARGETS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def _records(prompts_df: Any) -> list[dict[str, Any]]:
+    """``post_id`` + ``prompt`` (list of chat messages) records from a DataFrame or dicts."""
+    rows = prompts_df.to_dict("records") if hasattr(prompts_df, "to_dict") else list(prompts_df)
+    out = []
+    for r in rows:
+        if "post_id" not in r or "prompt" not in r:
+            raise ValueError("prompts need the columns post_id and prompt (a list of chat messages)")
+        prompt = r["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        prompt = [{"role": str(m["role"]), "content": str(m["content"])} for m in list(prompt)]
+        out.append({"post_id": str(r["post_id"]), "prompt": prompt})
+    if not out:
+        raise ValueError("no prompts")
+    ids = [r["post_id"] for r in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError("post_id values must be unique")
+    return out
+
+
+def _select_references(references: Mapping[Any, Sequence[str]], post_ids: Iterable[str],
+                       max_references: int) -> dict[str, list[str]]:
+    refs = {str(k): [str(t) for t in v] for k, v in references.items()}
+    missing = [p for p in post_ids if not refs.get(p)]
+    if missing:
+        raise ValueError(f"no references for {len(missing)} training post(s), e.g. {missing[:3]}")
+    keep = list(post_ids)
+    return {p: (refs[p][:max_references] if max_references else refs[p]) for p in keep}
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging callback
+# ---------------------------------------------------------------------------------------------
+def read_log(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The per-step records of a run's ``log.jsonl`` (one per step, the latest if repeated)."""
+    path = Path(output_dir) / "log.jsonl"
+    if not path.exists():
+        return []
+    by_step: dict[int, dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # torn last line of a killed run
+        if isinstance(rec, dict) and "step" in rec:
+            by_step[int(rec["step"])] = rec
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def _truncate_log(output_dir: Path, last_step: int) -> float:
+    """Keep the log's records up to ``last_step`` (once each); return their elapsed seconds."""
+    keep = [r for r in read_log(output_dir) if r["step"] <= last_step]
+    path = output_dir / "log.jsonl"
+    if path.exists() or keep:
+        atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in keep))
+    return float(keep[-1].get("elapsed_seconds", 0.0)) if keep else 0.0
+
+
+def _num(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def _log_callback(path: Path, spec: TrainSpec, elapsed_before: float):
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        """Appends one record per optimisation step to ``log.jsonl`` (main process only)."""
+
+        def __init__(self) -> None:
+            self.t_session = time.perf_counter()
+            self.t_step = self.t_session
+            self.logged = {r["step"] for r in read_log(path.parent)}
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t_step = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if not state.is_world_process_zero or "reward" not in logs:
+                return
+            step = int(state.global_step)
+            if step in self.logged:
+                return
+            now = time.perf_counter()
+            rec = {
+                "step": step,
+                "target": spec.target,
+                "seed": spec.seed,
+                "reward_mean": _num(logs.get("reward")),
+                "reward_std": _num(logs.get("reward_std")),
+                "loss": _num(logs.get("loss")),
+                "kl": _num(logs.get("kl")),
+                "completion_length": _num(logs.get("completions/mean_length")),
+                "learning_rate": _num(logs.get("learning_rate")),
+                "step_seconds": round(now - self.t_step, 4),
+                "elapsed_seconds": round(elapsed_before + now - self.t_session, 4),
+                "time": time.time(),
+                "metrics": {k: _num(v) for k, v in logs.items()},
+            }
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec, default=str) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.logged.add(step)
+
+    return JsonlLog()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder, if any."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return None
+    ckpts = []
+    for c in d.glob("checkpoint-*"):
+        if c.is_dir() and c.name.split("-")[-1].isdigit() and (c / "trainer_state.json").exists():
+            ckpts.append((int(c.name.split("-")[-1]), c))
+    return max(ckpts)[1] if ckpts else None
+
+
+def _grpo_config(spec: TrainSpec, use_cpu: bool):
+    from trl import GRPOConfig
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=spec.output_dir,
+        max_steps=spec.steps,
+        per_device_train_batch_size=spec.prompts_per_step * spec.num_generations,
+        gradient_accumulation_steps=1,
+        num_generations=spec.num_generations,
+        max_completion_length=spec.max_completion_length,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        beta=spec.beta,
+        loss_type=spec.loss_type,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=spec.lr_scheduler_type,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        shuffle_dataset=True,
+        use_cpu=use_cpu,
+        bf16=spec.bf16,
+        fp16=False,
+        # TRL 1.16 defaults gradient checkpointing on; the transformers 5 name avoids the alias warning.
+        activation_checkpointing=spec.gradient_checkpointing,
+        model_init_kwargs={"dtype": spec.dtype},
+        report_to=[],
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=spec.save_steps,
+        save_total_limit=spec.save_total_limit,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        log_completions=False,
+        disable_tqdm=True,
+        log_level="warning",
+        use_vllm=spec.use_vllm,
+    )
+    if spec.use_vllm:
+        kwargs.update(vllm_mode=spec.vllm_mode, vllm_gpu_memory_utilization=spec.vllm_gpu_memory_utilization)
+    kwargs.update(spec.extra)
+    return GRPOConfig(**kwargs)
+
+
+def train(spec: TrainSpec, prompts_df: Any, references: Mapping[Any, Sequence[str]],
+          callbacks: Sequence[Any] = ()) -> Path:
+    """Train one GRPO run; return the folder of the trained model (or LoRA adapter).
+
+    ``prompts_df``: rows with ``post_id`` and ``prompt`` (a list of chat messages; a plain string
+    becomes one user message). ``references``: ``post_id -> target replies`` (synthetic or real,
+    as ``spec.target`` says); only the training posts' references are used. A finished run with the
+    same spec and data is not redone; an interrupted one resumes from its last checkpoint.
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects.
+    """
+    import torch
+
+    out = Path(spec.output_dir)
+    final = out / "final"
+    records = _records(prompts_df)
+    post_ids = [r["post_id"] for r in records]
+    refs = _select_references(references, post_ids, spec.max_references)
+    info = {
+        "spec": spec.to_dict(),
+        "spec_hash": spec.hash(),
+        "identity": spec.identity(),
+        "prompts_hash": content_hash(records),
+        "references_hash": content_hash(refs),
+        "n_prompts": len(records),
+        "n_references": sum(len(v) for v in refs.values()),
+    }
+    done = out / "done.json"
+    if done.exists():
+        prev = json.loads(done.read_text())
+        same = all(prev.get(k) == info[k] for k in ("spec_hash", "prompts_hash", "references_hash"))
+        if same and final.exists():
+            return final
+    run_json = out / "run.json"
+    if run_json.exists():
+        prev = json.loads(run_json.read_text())
+        for k in ("identity", "prompts_hash", "references_hash"):
+            if prev.get(k) != info[k]:
+                raise RuntimeError(
+                    f"{out} holds another run ({k} differs: {prev.get(k)} != {info[k]}); "
+                    "use another output_dir or delete the folder")
+
+    from accelerate import PartialState
+
+    use_cpu = spec.use_cpu if spec.use_cpu is not None else not torch.cuda.is_available()
+    args = _grpo_config(spec, use_cpu)
+    state = PartialState()
+    ckpt = last_checkpoint(out)
+    elapsed_before = 0.0
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        done.unlink(missing_ok=True)
+        atomic_write_json(run_json, {**info, "started": time.time(), "resumed_from": str(ckpt) if ckpt else None})
+        elapsed_before = _truncate_log(out, _checkpoint_step(ckpt))
+    state.wait_for_everyone()
+
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from simlib.reward import BertScoreReward
+
+    reward = BertScoreReward(spec.encoder, refs, aggregate=spec.reward_aggregate,
+                             device=None if not use_cpu else "cpu")
+    peft_config = None
+    if spec.use_lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                                 target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
+    trainer = GRPOTrainer(
+        model=models.resolve(spec.policy),
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=Dataset.from_list(records),
+        peft_config=peft_config,
+        callbacks=[_log_callback(out / "log.jsonl", spec, elapsed_before), *callbacks],
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # log.jsonl is the record; no dicts printed per step
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    trainer.save_model(str(final))  # also writes the tokenizer (processing_class)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        if not spec.keep_checkpoints:
+            for c in out.glob("checkpoint-*"):
+                shutil.rmtree(c, ignore_errors=True)
+        atomic_write_json(done, {**info, "finished": time.time(), "final": str(final),
+                                 "steps": int(trainer.state.global_step)})
+    state.wait_for_everyone()
+    return final
+
+
+def _checkpoint_step(ckpt: Path | None) -> int:
+    return int(ckpt.name.split("-")[-1]) if ckpt else 0
+
+
+def check_paired(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> None:
+    """Raise unless two run folders differ only in their targets (same posts, spec otherwise)."""
+    a, b = (json.loads((Path(d) / "run.json").read_text()) for d in (dir_a, dir_b))
+    if a["prompts_hash"] != b["prompts_hash"]:
+        raise AssertionError("the two runs trained on different prompts")
+    diff = sorted(k for k in a["spec"] if k not in ("target", "output_dir") and a["spec"][k] != b["spec"].get(k))
+    if diff:
+        raise AssertionError(f"the two runs differ in more than their targets: {diff}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+def _load_for_generation(model_dir_or_name: str, dtype: str = "float32"):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir_or_name)
+    if path.is_dir() and (path / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        model = model.merge_and_unload()
+        tok_src = path if (path / "tokenizer_config.json").exists() else model.config._name_or_path
+    else:
+        src = str(path) if path.is_dir() else models.resolve(model_dir_or_name)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, dtype))
+        tok_src = src
+    tok = AutoTokenizer.from_pretrained(str(tok_src))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    return tok, model
+
+
+def generate_responses(model_dir_or_name: str, prompts: Sequence[Any], n: int = 4,
+                       max_new_tokens: int = 48, seed: int = 0, *, temperature: float = 1.0,
+                       top_p: float = 1.0, dtype: str = "float32", model: Any = None,
+                       tokenizer: Any = None) -> list[list[str]]:
+    """``n`` sampled replies to each prompt (chat messages, or a string = one user message).
+
+    ``model_dir_or_name``: a simlib name, a model folder, a :func:`train` result (full model or LoRA
+    adapter, merged for generation) or a hub id. Prompt ``i`` is sampled with seed ``seed + i``, so
+    its replies do not depend on the other prompts. Replies are decoded without special tokens.
+    A loaded ``model``/``tokenizer`` pair may be passed to skip loading.
+    """
+    import torch
+
+    if model is None or tokenizer is None:
+        tokenizer, model = _load_for_generation(model_dir_or_name, dtype)
+    device = next(model.parameters()).device
+    results: list[list[str]] = []
+    for i, prompt in enumerate(prompts):
+        msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        enc = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        torch.manual_seed(seed + i)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                                 max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                 pad_token_id=tokenizer.pad_token_id)
+        new = out[:, enc["input_ids"].shape[1]:]
+        results.append([t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)])
+    return results
+
+
+def evaluate(model: str, test_prompts: Any, references_real: Mapping[Any, Sequence[str]],
+             references_synth: Mapping[Any, Sequence[str]], *, n: int = 4, max_new_tokens: int = 48,
+             seed: int = 0, encoder: str = "minilm-l6", aggregate: str = "max", temperature: float = 1.0,
+             max_references: int = 0, responses: Sequence[Sequence[str]] | None = None) -> dict[str, Any]:
+    """Mean BERTScore of a model's replies to held-out posts, against real and synthetic references.
+
+    ``test_prompts``: rows with ``post_id`` and ``prompt`` (as for :func:`train`). ``responses``
+    (one list per prompt) skips generation. Returns ``bertscore_real``/``bertscore_synth`` (means
+    over all replies), their per-post means (``per_post``, for bootstrap intervals), and the replies.
+    Run it on the base policy (before) and on each :func:`train` result (after) to fill the 2x2
+    transfer table (:func:`transfer_table`).
+    """
+    from simlib.reward import BertScoreReward
+
+    records = _records(test_prompts)
+    post_ids = [r["post_id"] for r in records]
+    if responses is None:
+        responses = generate_responses(model, [r["prompt"] for r in records], n=n,
+                                       max_new_tokens=max_new_tokens, seed=seed, temperature=temperature)
+    if len(responses) != len(records):
+        raise ValueError(f"{len(responses)} response lists for {len(records)} prompts")
+    result: dict[str, Any] = {"model": str(model), "n_posts": len(records),
+                              "n_responses": sum(len(r) for r in responses), "encoder": encoder,
+                              "aggregate": aggregate}
+    per_post: dict[str, Any] = {"post_id": post_ids}
+    for label, refs in (("real", references_real), ("synth", references_synth)):
+        sel = _select_references(refs, post_ids, max_references)
+        scorer = BertScoreReward(encoder, sel, aggregate=aggregate)
+        cands = [c for rs in responses for c in rs]
+        pids = [p for p, rs in zip(post_ids, responses) for _ in rs]
+        scores = scorer.score(cands, pids)
+        it = iter(scores)
+        means = []
+        for rs in responses:
+            s = [next(it) for _ in rs]
+            means.append(sum(s) / len(s) if s else math.nan)
+        per_post[label] = means
+        result[f"bertscore_{label}"] = sum(scores) / len(scores) if scores else math.nan
+    result["per_post"] = per_post
+    result["responses"] = [list(r) for r in responses]
+    return result
+
+
+def transfer_table(before: Mapping[str, Any], after: Mapping[str, Mapping[str, Any]]):
+    """The 2x2 transfer table: rows = trained on (synthetic, real), columns = scored against.
+
+    ``before``: :func:`evaluate` of the base policy; ``after``: ``{"synthetic": eval, "real": eval}``
+    of the trained runs (means over seeds may be passed as dicts with the same keys). Returns a
+    DataFrame with the after scores, the before scores and their difference.
+    """
+    import pandas as pd
+
+    rows = []
+    for trained_on in TARGETS:
+        if trained_on not in after:
+            continue
+        for against, key in (("synthetic", "bertscore_synth"), ("real", "bertscore_real")):
+            rows.append({"trained_on": trained_on, "evaluated_against": against,
+                         "before": before[key], "after": after[trained_on][key],
+                         "delta": after[trained_on][key] - before[key]})
+    return pd.DataFrame(rows).set_index(["trained_on", "evaluated_against"])
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI (works under `accelerate launch`)
+# ---------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simlib.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", required=True, help="JSON file with TrainSpec fields")
+    parser.add_argument("--data", required=True,
+                        help='JSON file {"prompts": [{"post_id", "prompt"}], "references": {post_id: [texts]}}')
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec field (JSON value, e.g. steps=2)")
+    ns = parser.parse_args(argv)
+    spec_d = json.loads(Path(ns.spec).read_text())
+    for pair in ns.set:
+        k, _, v = pair.partition("=")
+        try:
+            spec_d[k] = json.loads(v)
+        except json.JSONDecodeError:
+            spec_d[k] = v
+    spec = TrainSpec.from_dict(spec_d)
+    data = json.loads(Path(ns.data).read_text())
+    final = train(spec, data["prompts"], data["references"])
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""BERTScore reward: agreement with bert_score, identity, reference cache, TRL signature."""
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import simlib.reward as reward_mod
+from simlib.reward import BertScoreReward, completion_text, encoder_profile
+
+REFS = {
+    "p1": ["NTA. Your sister had no right to take the car without asking.",
+           "YTA, honestly you should have told her earlier.",
+           "ESH"],
+    "p2": ["Talk to your boss before you quit, it might be a misunderstanding."],
+    "p3": ["I would never lend my car to anyone, family or not.", "Info: did she pay for gas?"],
+}
+CANDS = [
+    ("p1", "You are not the asshole, she should have asked first."),
+    ("p1", "YTA."),
+    ("p2", "Quit. Nobody deserves to be yelled at like that at work!"),
+    ("p2", "Talk to your boss before you quit, it might be a misunderstanding."),
+    ("p3", "lol what a mess"),
+    ("p3", "Did she at least fill up the tank?"),
+]
+
+
+@pytest.fixture(scope="module")
+def reward():
+    return BertScoreReward("minilm-l6", REFS, aggregate="max")
+
+
+def test_max_matches_bert_score(reward):
+    scores = reward([c for _, c in CANDS], post_id=[p for p, _ in CANDS])
+    # bert_score itself: a list of references per candidate -> best F1 over them
+    _, _, f = reward.scorer.score([c for _, c in CANDS], [REFS[p] for p, _ in CANDS])
+    assert scores == pytest.approx(f.tolist(), abs=1e-6)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+
+
+def test_each_reference_and_mean_match_bert_score(reward):
+    mean_reward = BertScoreReward("minilm-l6", REFS, aggregate="mean")
+    for pid, cand in CANDS:
+        _, _, f = reward.scorer.score([cand] * len(REFS[pid]), REFS[pid])
+        assert reward.score_all(cand, pid) == pytest.approx(f.tolist(), abs=1e-6)
+        assert mean_reward.score([cand], [pid])[0] == pytest.approx(float(f.mean()), abs=1e-6)
+
+
+def test_identical_strings_score_one(reward):
+    texts = [t for refs in REFS.values() for t in refs]
+    own = BertScoreReward("minilm-l6", {str(i): [t] for i, t in enumerate(texts)})
+    scores = own(texts, post_id=[str(i) for i in range(len(texts))])
+    assert scores == pytest.approx([1.0] * len(texts), abs=1e-5)
+
+
+def test_doctests():
+    result = doctest.testmod(reward_mod)
+    assert result.attempted >= 2 and result.failed == 0
+
+
+def test_reference_embeddings_computed_once(monkeypatch):
+    r = BertScoreReward("minilm-l6", REFS)
+    calls = []
+    orig = r._encode
+
+    def counting(texts):
+        calls.append(list(texts))
+        return orig(texts)
+
+    monkeypatch.setattr(r, "_encode", counting)
+    batch = [c for _, c in CANDS]
+    pids = [p for p, _ in CANDS]
+    first = r(batch, post_id=pids)
+    for _ in range(3):  # later GRPO steps: same posts, new completions
+        assert r(batch, post_id=pids) == first
+    n_refs = sum(len(v) for v in REFS.values())
+    ref_calls = [c for c in calls if set(c) <= {t for v in REFS.values() for t in v}]
+    assert len(ref_calls) == 1 and len(ref_calls[0]) == n_refs
+    assert len(calls) == 1 + 4  # one reference pass, one candidate pass per call
+    assert r.stats["reference_texts"] == n_refs
+    assert r.stats["candidate_texts"] == 4 * len(batch)
+
+
+def test_trl_signature_and_chat_completions(reward):
+    assert reward.__name__ == "bertscore_max"
+    texts = [c for _, c in CANDS]
+    pids = [p for p, _ in CANDS]
+    chat = [[{"role": "assistant", "content": t}] for t in texts]
+    # TRL passes prompts, completion_ids, trainer_state, log_extra, log_metric, ... as keywords
+    got = reward(prompts=[[{"role": "user", "content": "x"}]] * len(texts), completions=chat,
+                 completion_ids=[[1]] * len(texts), post_id=pids, trainer_state=None,
+                 log_extra=lambda *a: None, log_metric=lambda *a: None)
+    assert got == pytest.approx(reward(texts, post_id=pids), abs=1e-12)
+    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}]}]) == "a"
+
+
+def test_empty_completion_scores_zero(reward):
+    assert reward(["", "   "], post_id=["p1", "p2"]) == [0.0, 0.0]
+
+
+def test_lru_bound_and_missing_post():
+    r = BertScoreReward("minilm-l6", REFS, max_cached_posts=1)
+    r(["a", "b"], post_id=["p1", "p2"])
+    assert len(r._cache) == 1
+    with pytest.raises(KeyError):
+        r(["a"], post_id=["nope"])
+    with pytest.raises(ValueError):
+        BertScoreReward("minilm-l6", REFS, aggregate="median")
+
+
+def test_encoder_profiles():
+    local = encoder_profile("minilm-l6")
+    assert local["num_layers"] == 6 and local["rescale_with_baseline"] is False
+    paper = encoder_profile("microsoft/deberta-xlarge-mnli")  # only the settings; nothing is loaded
+    assert paper == {"model_type": "microsoft/deberta-xlarge-mnli", "num_layers": 40,
+                     "rescale_with_baseline": True, "lang": "en"}
+    with pytest.raises(ValueError):
+        encoder_profile("minilm-l6", rescale_with_baseline=True)  # no baseline exists for it
