@@ -23,10 +23,15 @@ bert_score's default idf dictionary does, but remain available as match targets,
 An empty candidate or reference scores raw F1 = 0 (bert_score's convention), before rescaling.
 
 The difference from calling ``BERTScorer.score`` at every GRPO step: the reference embeddings of a
-post are computed once and reused across steps, and only the new completions are encoded. (bert_score
-also pads the similarity matrix with zeros, so a token whose similarities are all negative would get
-0 instead of its best negative similarity; here padding never enters the max. With contextual
-embeddings such tokens do not occur in practice; the tests check agreement to 1e-6.)
+post are computed once and reused across steps, and only the new completions are encoded.
+
+One deliberate difference: when ``BERTScorer.score`` batches pairs, it pads the shorter texts and
+multiplies the similarity matrix by the padding mask, so padding contributes similarity 0 to the
+greedy max; a token whose similarities to all real tokens are negative then gets 0 instead of its
+best (negative) similarity, and the score of a pair depends on which other pairs share its batch
+(with MiniLM this moves some short pairs by ~1e-3). Here padding never enters the max: every score
+equals ``BERTScorer.score([candidate], [reference])`` called on that single pair (to ~1e-7; the
+tests check 1e-6), independent of batching.
 
 >>> r = BertScoreReward("minilm-l6", {"p1": ["I think you were right to leave."]})
 >>> [round(x, 4) for x in r(["I think you were right to leave."], post_id=["p1"])]

@@ -93,6 +93,44 @@ def _failure_message(name: str, exc: Exception) -> str:
     return f"notebook {name} failed:\n{detail}"
 
 
+class PeakMemory:
+    """Peak resident memory of this process's descendants (kernel, servers) while a notebook runs.
+
+    Sampled every ``interval`` seconds in a thread; approximate by design (a spike shorter than
+    the interval can be missed), and cheap enough to leave on for every run.
+    """
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.peak_bytes = 0
+        self._stop = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.interval):
+            total = 0
+            for p in me.children(recursive=True):
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)
+
+    def __enter__(self) -> "PeakMemory":
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _hide_default_parameters(path: Path) -> None:
     """The book shows the values a run used (papermill's injected cell), not the defaults."""
     import nbformat
@@ -145,9 +183,10 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
         atomic_write_json(_state_path(out_dir), state)
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(REPO_ROOT),
-                                kernel_name="python3", progress_bar=False, log_output=False,
-                                request_save_on_cell_execute=False)
+            with PeakMemory() as mem:
+                pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(REPO_ROOT),
+                                    kernel_name="python3", progress_bar=False, log_output=False,
+                                    request_save_on_cell_execute=False)
         except Exception as exc:
             failed = out_dir / "failed"
             failed.mkdir(exist_ok=True)
@@ -157,10 +196,11 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
         _hide_default_parameters(tmp)
         os.replace(tmp, out)
         seconds = round(time.perf_counter() - t0, 2)
-        state[name] = {"key": key, "seconds": seconds, "profile": cfg.profile}
+        state[name] = {"key": key, "seconds": seconds, "profile": cfg.profile,
+                       "peak_rss_mb": round(mem.peak_bytes / 2**20, 1)}
         atomic_write_json(_state_path(out_dir), state)
-        results[name] = {"status": "ran", "seconds": seconds}
-        log(f"[simlib] {name}: done in {seconds:.1f} s")
+        results[name] = {"status": "ran", "seconds": seconds, "peak_rss_mb": state[name]["peak_rss_mb"]}
+        log(f"[simlib] {name}: done in {seconds:.1f} s (peak memory {state[name]['peak_rss_mb']:.0f} MB)")
     return results
 
 
