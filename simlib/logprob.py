@@ -272,16 +272,20 @@ def _autocast(device, enabled: bool):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-def _result(req: ScoreRequest, lps: Sequence[float]) -> dict:
+def _result(req: ScoreRequest, lps: Sequence[float], with_tokens: bool = False) -> dict:
     n = len(lps)
     s = float(math.fsum(lps))
-    return {"post_id": req.post_id, "response_id": req.response_id,
-            "mean_logprob": s / n if n else float("nan"), "sum_logprob": s, "n_tokens": n}
+    res = {"post_id": req.post_id, "response_id": req.response_id,
+           "mean_logprob": s / n if n else float("nan"), "sum_logprob": s, "n_tokens": n}
+    if with_tokens:
+        res["token_logprobs"] = [float(x) for x in lps]
+    return res
 
 
 # --------------------------------------------------------------------------------- scoring
 def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 16,
-          max_response_tokens: int = 128, device=None, bf16: bool = False) -> list[dict]:
+          max_response_tokens: int = 128, device=None, bf16: bool = False,
+          token_logprobs: bool = False) -> list[dict]:
     """Score every request's response tokens given its prompt, sharing each prompt's KV cache.
 
     Returns, in the order of ``requests``, one dict per request:
@@ -300,6 +304,7 @@ def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 
 
     ``device`` is where inputs go (default: the model's device; the model is not moved).
     ``bf16=True`` runs under ``torch.autocast(dtype=bfloat16)``; log-softmax is always float32.
+    ``token_logprobs=True`` adds each response token's log-prob as ``token_logprobs``.
     """
     import torch
 
@@ -319,7 +324,7 @@ def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 
                     for i in idxs}
             for i in idxs:
                 if not resp[i]:
-                    out[i] = _result(requests[i], [])
+                    out[i] = _result(requests[i], [], token_logprobs)
             todo = sorted((i for i in idxs if resp[i]), key=lambda i: -len(resp[i]))  # stable
             if not todo:
                 continue
@@ -333,7 +338,7 @@ def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 
                 n, T = len(batch), len(resp[batch[0]]) - 1  # inputs: response minus last token
                 if T == 0:  # every response in this batch is one token long
                     for i in batch:
-                        out[i] = _result(requests[i], [first[i]])
+                        out[i] = _result(requests[i], [first[i]], token_logprobs)
                     continue
                 inp = torch.full((n, T), pad, dtype=torch.long, device=dev)
                 tgt = torch.zeros((n, T), dtype=torch.long, device=dev)
@@ -356,7 +361,7 @@ def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 
                 k = 0
                 for j, i in enumerate(batch):
                     m = int(mask[j].sum())
-                    out[i] = _result(requests[i], [first[i]] + lps[k:k + m])
+                    out[i] = _result(requests[i], [first[i]] + lps[k:k + m], token_logprobs)
                     k += m
                 del cache, h
             del prefix_cache, feats
@@ -364,7 +369,8 @@ def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 
 
 
 def score_naive(requests: Sequence[ScoreRequest], tokenizer, model,
-                max_response_tokens: int = 128, device=None) -> list[dict]:
+                max_response_tokens: int = 128, device=None,
+                token_logprobs: bool = False) -> list[dict]:
     """Reference scorer: one full forward pass over ``prompt + response`` ids per request.
 
     Same tokenisation as :func:`score`, no cache, no batching, no padding; logits are taken from
@@ -381,7 +387,7 @@ def score_naive(requests: Sequence[ScoreRequest], tokenizer, model,
             p = encode_prompt(tokenizer, req.prompt)
             r = encode_response(tokenizer, req.response, max_response_tokens)
             if not r:
-                res.append(_result(req, []))
+                res.append(_result(req, [], token_logprobs))
                 continue
             ids = torch.tensor([p + r], device=dev)
             kw = {"logits_to_keep": len(r) + 1} if keep_ok else {}
@@ -389,7 +395,7 @@ def score_naive(requests: Sequence[ScoreRequest], tokenizer, model,
             logits = logits[-(len(r) + 1):-1]  # positions L-1 .. L+m-2 predict r_1 .. r_m
             tgt = torch.tensor(r, device=logits.device)
             lp = logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-            res.append(_result(req, lp.tolist()))
+            res.append(_result(req, lp.tolist(), token_logprobs))
     return res
 
 

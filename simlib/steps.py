@@ -77,7 +77,8 @@ def openai_endpoint(cfg: Config):
     if cfg.generator != "smollm2-135m":
         raise ValueError(f"the local server serves smollm2-135m only; generator is {cfg.generator!r} "
                          "(set api_base_url to use another model)")
-    with LocalServer(seed=cfg.seed, log_path=cfg.path("logs", "llama-server.log")) as srv:
+    # All cores: while the server generates, the notebook kernel only waits for it.
+    with LocalServer(seed=cfg.seed, n_threads=os.cpu_count(), log_path=cfg.path("logs", "llama-server.log")) as srv:
         yield srv.base_url, srv.model
 
 
@@ -88,29 +89,45 @@ def test_posts(cfg: Config, df: pd.DataFrame) -> pd.DataFrame:
     return posts_table(df)
 
 
+def endpoint_model(cfg: Config) -> str:
+    """The model name requests carry (and cache keys hash) for the configured endpoint."""
+    if cfg.api_base_url:
+        return cfg.generator
+    from .generate.server import SMOLLM2_MODEL
+
+    return SMOLLM2_MODEL
+
+
 def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | None = None,
                         endpoint: tuple[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
     """``n_samples`` synthetic responses per post and style, through the OpenAI-compatible client.
 
     Responses are appended to ``<work_dir>/generations.jsonl`` the moment they arrive, keyed by
     (post, style, sample index, model, prompt, sampling parameters), so a re-run sends only what is
-    missing. Returns the store rows for these requests and the run report.
+    missing; when nothing is missing no server is started. Returns the store rows for these
+    requests and the run report.
     """
     from .generate import generate, load_store, make_requests
 
     styles = styles or cfg.styles
     store = cfg.path("generations.jsonl")
-    with contextlib.ExitStack() as stack:
-        base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
-        reqs = make_requests(posts, styles, cfg.n_samples, model, temperature=cfg.temperature,
-                             top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed,
-                             max_post_chars=cfg.max_post_chars)
-        report = generate(reqs, store, base_url, model, concurrency=cfg.concurrency, progress=True,
-                          **_prices(model))
+    model = endpoint[1] if endpoint else endpoint_model(cfg)
+    reqs = make_requests(posts, styles, cfg.n_samples, model, temperature=cfg.temperature,
+                         top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed,
+                         max_post_chars=cfg.max_post_chars)
     keys = {r.key for r in reqs}
+    have = set(load_store(store)["key"]) if store.exists() else set()
+    if keys <= have:
+        report = {"n_requested": len(keys), "n_cached": len(keys), "n_ok": 0, "n_failed": 0, "n_retries": 0,
+                  "tokens_in": 0, "tokens_out": 0, "cost_usd": None}
+    else:
+        with contextlib.ExitStack() as stack:
+            base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
+            report = generate(reqs, store, base_url, model, concurrency=cfg.concurrency, progress=True,
+                              **_prices(model)).to_dict()
     out = load_store(store)
     out = out[out["key"].isin(keys)].reset_index(drop=True)
-    return out, report.to_dict()
+    return out, report
 
 
 def _prices(model: str) -> dict:

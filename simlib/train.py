@@ -88,7 +88,7 @@ from simlib import models  # noqa: F401  (sets the offline environment variables
 from simlib.cache import atomic_write_json, atomic_write_text, content_hash
 
 __all__ = [
-    "TrainSpec", "train", "paired_specs", "check_paired", "read_log", "last_checkpoint",
+    "TrainSpec", "train", "build_trainer", "paired_specs", "check_paired", "read_log", "last_checkpoint",
     "generate_responses", "evaluate", "transfer_table", "main",
 ]
 
@@ -398,6 +398,34 @@ def _grpo_config(spec: TrainSpec, use_cpu: bool):
     return GRPOConfig(**kwargs)
 
 
+def build_trainer(spec: TrainSpec, records: list[dict[str, Any]], reward: Any, args: Any = None,
+                  callbacks: Sequence[Any] = ()):
+    """The ``GRPOTrainer`` of a run (policy, LoRA, reward, dataset), without resuming or saving."""
+    import torch
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOTrainer
+
+    if args is None:
+        args = _grpo_config(spec, spec.use_cpu if spec.use_cpu is not None else not torch.cuda.is_available())
+    peft_config = None
+    if spec.use_lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                                 target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
+    trainer = GRPOTrainer(
+        model=models.resolve(spec.policy),
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=Dataset.from_list(records),
+        peft_config=peft_config,
+        callbacks=list(callbacks),
+    )
+    trainer.remove_callback(PrinterCallback)  # log.jsonl is the record; no dicts printed per step
+    return trainer
+
+
 def train(spec: TrainSpec, prompts_df: Any, references: Mapping[Any, Sequence[str]],
           callbacks: Sequence[Any] = ()) -> Path:
     """Train one GRPO run; return the folder of the trained model (or LoRA adapter).
@@ -453,32 +481,15 @@ def train(spec: TrainSpec, prompts_df: Any, references: Mapping[Any, Sequence[st
         elapsed_before = _truncate_log(out, _checkpoint_step(ckpt))
     state.wait_for_everyone()
 
-    from datasets import Dataset
-    from trl import GRPOTrainer
-
     from simlib.reward import BertScoreReward
 
     reward = BertScoreReward(spec.encoder, refs, aggregate=spec.reward_aggregate,
-                             device=None if not use_cpu else "cpu")
-    peft_config = None
-    if spec.use_lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                                 target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
-    trainer = GRPOTrainer(
-        model=models.resolve(spec.policy),
-        reward_funcs=[reward],
-        args=args,
-        train_dataset=Dataset.from_list(records),
-        peft_config=peft_config,
-        callbacks=[_log_callback(out / "log.jsonl", spec, elapsed_before), *callbacks],
-    )
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # log.jsonl is the record; no dicts printed per step
+                             device="cpu" if use_cpu else str(state.device))
     with warnings.catch_warnings():
+        # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` at every step
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer = build_trainer(spec, records, reward, args,
+                                callbacks=[_log_callback(out / "log.jsonl", spec, elapsed_before), *callbacks])
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     trainer.save_model(str(final))  # also writes the tokenizer (processing_class)
     state.wait_for_everyone()

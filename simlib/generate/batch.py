@@ -25,9 +25,8 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from ..cache import JsonlStore, atomic_write_json, content_hash
 from .client import (

@@ -34,7 +34,6 @@ import concurrent.futures
 import dataclasses
 import email.utils
 import functools
-import json
 import os
 import random
 import time
@@ -291,9 +290,6 @@ class MalformedResponse(Exception):
     """The server answered 200 but the body is not a usable chat completion."""
 
 
-_NO_RETRY_STATUS = {400, 401, 403, 404, 405, 413, 422}
-
-
 def _status_code(exc: BaseException) -> int | None:
     code = getattr(exc, "status_code", None)
     return code if isinstance(code, int) else None
@@ -337,7 +333,7 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
             return "5xx", True
         if code in (408, 409):
             return str(code), True
-        return str(code), code not in _NO_RETRY_STATUS and not (400 <= code < 500)
+        return str(code), False  # other 4xx: the request itself is wrong; retrying cannot help
     if isinstance(exc, (MalformedResponse, ValueError, openai.APIResponseValidationError)):
         return "malformed", True  # includes json.JSONDecodeError of a truncated body
     # Anything else raised while sending/reading (e.g. a protocol error of a dropped

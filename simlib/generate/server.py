@@ -18,6 +18,7 @@ Notes for llama-cpp-python 0.3.36:
   so send one request per sample;
 * ``--logits_all`` defaults to True in the server settings, which computes logits for every
   prompt token; we turn it off (much faster prompt processing, nothing lost for chat);
+* ``n_threads`` defaults to the number of cores minus one (see :func:`default_threads`);
 * ``--use_mlock`` defaults to True and only warns in containers without the capability; we
   turn it off.
 """
@@ -36,7 +37,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["SMOLLM2_GGUF_NAME", "smollm2_gguf", "free_port", "LocalServer", "LocalServerError"]
+__all__ = ["SMOLLM2_GGUF_NAME", "SMOLLM2_MODEL", "smollm2_gguf", "free_port", "default_threads", "LocalServer",
+           "LocalServerError"]
 
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_MODEL = "smollm2-135m-instruct"
@@ -67,6 +69,18 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def default_threads() -> int:
+    """Cores available to this process minus one (at least 1).
+
+    llama.cpp's worker threads spin-wait; with as many threads as cores and anything else
+    running (the client, a notebook, other jobs) a reply could take 10x longer. Measured on a
+    busy 2-core machine: ~20 s per 48-token reply with 2 threads right after start versus
+    ~2-3 s with 1 thread.
+    """
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, n - 1)
 
 
 def _tail(path: Path, n_bytes: int = 4000) -> str:
@@ -105,7 +119,7 @@ class LocalServer:
         self.model_path = Path(model_path) if model_path is not None else smollm2_gguf()
         self.model = model_alias or (SMOLLM2_MODEL if model_path is None else self.model_path.stem)
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+        self.n_threads = n_threads or default_threads()
         self.chat_format = chat_format
         self.seed = seed
         self.startup_timeout = startup_timeout

@@ -1,0 +1,1 @@
+"""Benchmarks of simlib (``python -m benchmarks.<name>``)."""

@@ -1,0 +1,204 @@
+"""GRPO step time on CPU: fp32 vs bf16 autocast, full fine-tuning vs LoRA, and the reward's share.
+
+``python -m benchmarks.bench_grpo [--full]`` prints a JSON dict; :func:`run` returns it.
+
+For each of the four settings the same spec trains SmolLM2-135M for a few steps (same seed, prompts
+and references) and the median wall time of the steps after the first (warm-up) is reported, with
+the time spent in the reward function. Step 1 starts from the same weights and RNG state in every
+setting, so its completions and rewards should agree exactly between full and LoRA (LoRA's B matrices
+start at zero) and nearly between fp32 and bf16 (bf16 autocast changes logits, so sampled tokens may
+differ). The reward part compares the cached :class:`~simlib.reward.BertScoreReward` with calling
+``BERTScorer.score`` on every (completion, reference) pair at each step, as an uncached reward would.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+from simlib import models  # noqa: F401  (offline environment)
+
+POSTS = {
+    "p1": ("AITA for refusing to lend my car to my sister after she crashed the last one?",
+           ["NTA. She crashed your last car, you are allowed to protect your property.",
+            "YTA a bit, family helps family, but ask her to pay for insurance.",
+            "NTA, tell her to take the bus."]),
+    "p2": ("My boss yelled at me in front of the team for a mistake that wasn't mine. Should I quit?",
+           ["Don't quit yet, talk to HR and document everything.",
+            "Quit. Nobody deserves to be humiliated at work.",
+            "Ask for a private meeting and explain what actually happened."]),
+    "p3": ("AITA for not going to my best friend's wedding because it's on my birthday?",
+           ["YTA. It is one day, you can celebrate your birthday another time.",
+            "Soft YTA, weddings are once in a lifetime, birthdays every year."]),
+    "p4": ("WIBTA if I told my roommate to stop eating my food?",
+           ["NTA, label your food and talk to them directly.",
+            "Not at all, that's basic respect between roommates."]),
+}
+
+
+def _data(n_prompts: int):
+    prompts, refs = [], {}
+    for pid, (text, replies) in list(POSTS.items())[:n_prompts]:
+        prompts.append({"post_id": pid, "prompt": [
+            {"role": "system", "content": "You are a Reddit user. Reply to the post in one or two sentences."},
+            {"role": "user", "content": text}]})
+        refs[pid] = replies
+    return prompts, refs
+
+
+class _TimedReward:
+    """Wraps a reward function; records its wall time and outputs per call."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.__name__ = inner.__name__
+        self.seconds: list[float] = []
+        self.outputs: list[list[float]] = []
+        self.completions: list[list[str]] = []
+        self.post_ids: list[list[str]] = []
+
+    def __call__(self, completions, post_id, **kw):
+        from simlib.reward import completion_text
+
+        t = time.perf_counter()
+        out = self.inner(completions, post_id=post_id, **kw)
+        self.seconds.append(time.perf_counter() - t)
+        self.outputs.append(list(out))
+        self.completions.append([completion_text(c) for c in completions])
+        self.post_ids.append(list(post_id))
+        return out
+
+
+def _step_timer():
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds: list[float] = []
+            self._t = 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.seconds.append(time.perf_counter() - self._t)
+
+    return StepTimer()
+
+
+def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: int, max_len: int,
+                   refs: dict, prompts: list) -> dict[str, Any]:
+    import warnings
+
+    from simlib.reward import BertScoreReward
+    from simlib.train import TrainSpec, _grpo_config, build_trainer
+
+    with tempfile.TemporaryDirectory(prefix="bench-grpo-") as tmp:
+        spec = TrainSpec(policy="smollm2-135m", steps=steps, num_generations=n_gen, prompts_per_step=n_prompts,
+                         max_completion_length=max_len, bf16=bf16, use_lora=lora, output_dir=tmp,
+                         seed=0, extra={"save_strategy": "no"})
+        reward = _TimedReward(BertScoreReward(spec.encoder, refs, aggregate=spec.reward_aggregate, device="cpu"))
+        timer = _step_timer()
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            trainer = build_trainer(spec, prompts, reward, _grpo_config(spec, use_cpu=True), callbacks=[timer])
+            setup = time.perf_counter() - t0
+            trainer.train()
+        hist = [h for h in trainer.state.log_history if "reward" in h]
+    measured = timer.seconds[1:] or timer.seconds
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return {
+        "setup_s": round(setup, 2),
+        "step_s": [round(s, 3) for s in timer.seconds],
+        "median_step_s": round(statistics.median(measured), 3),
+        "median_reward_s": round(statistics.median(reward.seconds[1:] or reward.seconds), 4),
+        "trainable_params": int(trainable),
+        "reward_mean": [round(h["reward"], 5) for h in hist],
+        "completion_length": [h.get("completions/mean_length") for h in hist],
+        "_step1": {"completions": reward.completions[0], "rewards": reward.outputs[0],
+                   "post_ids": reward.post_ids[0]},
+    }
+
+
+def _reward_bench(step1: dict, refs: dict, repeats: int) -> dict[str, Any]:
+    """Cached reward vs bert_score on every pair, on the completions of a real step."""
+    from simlib.reward import BertScoreReward
+
+    cands, pids = step1["completions"], step1["post_ids"]
+    cached = BertScoreReward("minilm-l6", refs)
+    scorer = cached.scorer
+    cached(cands, post_id=pids)  # first step embeds the references
+    t_cached = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ours = cached(cands, post_id=pids)
+        t_cached.append(time.perf_counter() - t)
+    t_direct = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        direct = [max(float(scorer.score([c], [r])[2][0]) for r in refs[p]) for c, p in zip(cands, pids)]
+        t_direct.append(time.perf_counter() - t)
+    return {
+        "completions_per_step": len(cands),
+        "cached_s": round(statistics.median(t_cached), 4),
+        "bert_score_per_pair_s": round(statistics.median(t_direct), 4),
+        "max_abs_diff_vs_bert_score": float(max(abs(a - b) for a, b in zip(ours, direct))),
+    }
+
+
+def run(quick: bool = True) -> dict[str, Any]:
+    """Time GRPO steps in four settings; ``quick``: 2 prompts x 2 generations x 8 tokens, 3 steps."""
+    import torch
+
+    n_prompts, n_gen, max_len, steps = (2, 2, 8, 3) if quick else (4, 4, 32, 6)
+    prompts, refs = _data(n_prompts)
+    results: dict[str, Any] = {
+        "setup": {"policy": "smollm2-135m", "encoder": "minilm-l6", "prompts_per_step": n_prompts,
+                  "num_generations": n_gen, "max_completion_length": max_len, "steps": steps,
+                  "torch_threads": torch.get_num_threads(), "quick": quick,
+                  "cpu_bf16": _cpu_has("avx512_bf16"), "cpu_amx": _cpu_has("amx_bf16")},
+    }
+    settings = {}
+    for name, bf16, lora in (("fp32_full", False, False), ("bf16_full", True, False),
+                             ("fp32_lora", False, True), ("bf16_lora", True, True)):
+        settings[name] = _train_setting(bf16, lora, steps, n_prompts, n_gen, max_len, refs, prompts)
+    step1 = {k: v.pop("_step1") for k, v in settings.items()}
+    results["settings"] = settings
+
+    def agree(a: str, b: str) -> dict[str, Any]:
+        same = step1[a]["completions"] == step1[b]["completions"]
+        diff = max(abs(x - y) for x, y in zip(step1[a]["rewards"], step1[b]["rewards"]))
+        return {"same_completions": same, "max_abs_reward_diff": float(diff)}
+
+    results["step1_agreement"] = {"fp32_full_vs_fp32_lora": agree("fp32_full", "fp32_lora"),
+                                  "fp32_full_vs_bf16_full": agree("fp32_full", "bf16_full"),
+                                  "bf16_full_vs_bf16_lora": agree("bf16_full", "bf16_lora")}
+    base = settings["fp32_full"]["median_step_s"]
+    results["speedup_vs_fp32_full"] = {k: round(base / v["median_step_s"], 2) for k, v in settings.items()}
+    results["reward"] = _reward_bench(step1["fp32_full"], refs, repeats=3 if quick else 5)
+    return results
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(flag in line.split() for line in fh if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_grpo", description=__doc__.split("\n")[0])
+    ap.add_argument("--full", action="store_true", help="larger setting (4 prompts x 4 generations x 32 tokens)")
+    ns = ap.parse_args(argv)
+    print(json.dumps(run(quick=not ns.full), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""GRPO training: a real 2-step run, resume after a kill, skip when done, evaluation, accelerate."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import TrainerCallback
+
+from simlib import models
+from simlib.train import (TrainSpec, check_paired, evaluate, generate_responses, last_checkpoint,
+                          paired_specs, read_log, train, transfer_table)
+
+REPO = Path(__file__).resolve().parent.parent
+
+REFS = {"a": ["NTA, she was rude to take it."], "b": ["YTA, you should apologise to him."],
+        "c": ["ESH, talk it out."], "d": ["Info: who paid for the car?"]}
+PROMPTS = [{"post_id": k, "prompt": [{"role": "system", "content": "Reply briefly."},
+                                     {"role": "user", "content": f"AITA? Post {k}: my sister took my car."}]}
+           for k in REFS]
+
+
+def tiny_spec(tmp_path: Path, policy: str, **kw) -> TrainSpec:
+    base = dict(policy=policy, steps=2, num_generations=2, prompts_per_step=2, max_completion_length=8,
+                save_steps=1, output_dir=str(tmp_path / "run"), seed=0)
+    base.update(kw)
+    return TrainSpec(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer model with SmolLM2's tokenizer and chat template (fast steps)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    src = Path(models.resolve("smollm2-135m"))
+    dst = tmp_path_factory.mktemp("tiny-smollm2")
+    cfg = AutoConfig.from_pretrained(src)
+    cfg.update(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=16))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    shutil.copy(src / "generation_config.json", dst / "generation_config.json")
+    return str(dst)
+
+
+@pytest.mark.slow
+def test_two_steps_smollm2_logs_rewards(tmp_path):
+    spec = TrainSpec(policy="smollm2-135m", steps=2, num_generations=2, prompts_per_step=2,
+                     max_completion_length=8, save_steps=10, output_dir=str(tmp_path / "run"))
+    final = train(spec, PROMPTS[:2], REFS)
+    assert (final / "config.json").exists() and (final / "tokenizer_config.json").exists()
+    log = read_log(spec.output_dir)
+    assert [r["step"] for r in log] == [1, 2]
+    for r in log:
+        assert 0.0 < r["reward_mean"] <= 1.0 and r["reward_std"] >= 0.0
+        assert math.isfinite(r["loss"]) and 1 <= r["completion_length"] <= 8
+        assert r["step_seconds"] > 0 and r["target"] == "synthetic"
+        assert r["metrics"]["rewards/bertscore_max/mean"] == pytest.approx(r["reward_mean"])
+    lines = (Path(spec.output_dir) / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    done = json.loads((Path(spec.output_dir) / "done.json").read_text())
+    assert done["spec_hash"] == spec.hash() and done["steps"] == 2
+    assert not list(Path(spec.output_dir).glob("checkpoint-*"))
+
+
+class KillAfterSave(TrainerCallback):
+    """Dies right after checkpoint ``step`` is written, like a run killed between two steps."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"simulated kill after checkpoint-{self.step}")
+
+
+def test_killed_run_resumes_from_checkpoint(tmp_path, tiny_policy):
+    spec = tiny_spec(tmp_path, tiny_policy, steps=3, save_total_limit=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, PROMPTS, REFS, callbacks=[KillAfterSave(2)])
+    out = Path(spec.output_dir)
+    assert last_checkpoint(out).name == "checkpoint-2"
+    assert not (out / "done.json").exists()
+    first = read_log(out)
+    assert [r["step"] for r in first] == [1, 2]
+    # a kill between logging step 3 and saving it leaves a record the resumed run must replace
+    with open(out / "log.jsonl", "a") as fh:
+        fh.write(json.dumps({"step": 3, "reward_mean": -99.0}) + "\n" + '{"step": 4, "torn')
+
+    final = train(spec, PROMPTS, REFS)
+    assert json.loads((out / "run.json").read_text())["resumed_from"].endswith("checkpoint-2")
+    log = read_log(out)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    raw_steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert raw_steps == [1, 2, 3]  # each step once in the file itself
+    assert log[:2] == first and log[2]["reward_mean"] != -99.0
+    assert log[2]["elapsed_seconds"] >= log[1]["elapsed_seconds"]
+    assert (final / "model.safetensors").exists() and not list(out.glob("checkpoint-*"))
+
+    # finished: a re-run returns at once without touching the log
+    before = (out / "log.jsonl").read_bytes()
+    assert train(spec, PROMPTS, REFS) == final
+    assert (out / "log.jsonl").read_bytes() == before
+    # the folder is bound to its run: another learning rate or other references are refused
+    with pytest.raises(RuntimeError, match="another run"):
+        train(tiny_spec(tmp_path, tiny_policy, steps=3, learning_rate=2e-5), PROMPTS, REFS)
+    with pytest.raises(RuntimeError, match="another run"):
+        train(spec, PROMPTS, {**REFS, "a": ["something else"]})
+
+    # generation from the trained folder is reproducible per seed
+    r1 = generate_responses(str(final), [p["prompt"] for p in PROMPTS[:2]], n=2, max_new_tokens=4, seed=1)
+    r2 = generate_responses(str(final), [p["prompt"] for p in PROMPTS[:2]], n=2, max_new_tokens=4, seed=1)
+    assert r1 == r2 and len(r1) == 2 and all(len(x) == 2 for x in r1)
+
+
+def test_lora_run_and_evaluation(tmp_path, tiny_policy):
+    spec = tiny_spec(tmp_path, tiny_policy, steps=1, use_lora=True, lora_r=4, lora_alpha=8)
+    final = train(spec, PROMPTS[:2], REFS)
+    assert (final / "adapter_config.json").exists()
+    synth = {k: [v[0], "Thanks for sharing, that sounds hard."] for k, v in REFS.items()}
+    res = evaluate(str(final), PROMPTS[2:], REFS, synth, n=2, max_new_tokens=4, seed=0)
+    assert res["n_posts"] == 2 and res["n_responses"] == 4
+    for key in ("bertscore_real", "bertscore_synth"):
+        assert -1.0 <= res[key] <= 1.0
+    # given replies are scored, not regenerated; identical replies to the references score 1
+    perfect = [[REFS[p["post_id"]][0]] for p in PROMPTS]
+    res2 = evaluate("unused", PROMPTS, REFS, synth, responses=perfect)
+    assert res2["bertscore_real"] == pytest.approx(1.0, abs=1e-5)
+    assert res2["bertscore_synth"] == pytest.approx(1.0, abs=1e-5)
+    table = transfer_table(res, {"synthetic": res2, "real": res})
+    assert table.shape == (4, 3)
+    assert table.loc[("real", "real"), "delta"] == pytest.approx(0.0)
+
+
+def test_paired_specs_differ_only_in_targets(tmp_path):
+    pair = paired_specs(TrainSpec(seed=3, steps=4), root=tmp_path)
+    syn, real = pair["synthetic"], pair["real"]
+    assert syn.target == "synthetic" and real.target == "real"
+    diff = {k for k, v in syn.to_dict().items() if real.to_dict()[k] != v}
+    assert diff == {"target", "output_dir"}
+    assert syn.identity() != real.identity()
+    for s in (syn, real):
+        Path(s.output_dir).mkdir(parents=True)
+        (Path(s.output_dir) / "run.json").write_text(json.dumps({"spec": s.to_dict(), "prompts_hash": "x"}))
+    check_paired(syn.output_dir, real.output_dir)
+    bad = dict(real.to_dict(), learning_rate=1e-3)
+    (Path(real.output_dir) / "run.json").write_text(json.dumps({"spec": bad, "prompts_hash": "x"}))
+    with pytest.raises(AssertionError, match="learning_rate"):
+        check_paired(syn.output_dir, real.output_dir)
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="target"):
+        TrainSpec(target="llm")
+    with pytest.raises(ValueError, match="num_generations"):
+        TrainSpec(num_generations=1)
+    with pytest.raises(ValueError, match="unknown"):
+        TrainSpec.from_dict({"stepz": 3})
+    assert TrainSpec.from_dict(TrainSpec(steps=7).to_dict()) == TrainSpec(steps=7)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_policy):
+    spec = tiny_spec(tmp_path, tiny_policy, prompts_per_step=1)
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_dict()))
+    (tmp_path / "data.json").write_text(json.dumps({"prompts": PROMPTS[:2], "references": REFS}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()),
+           "-m", "simlib.train", "--spec", str(tmp_path / "spec.json"), "--data", str(tmp_path / "data.json")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = Path(spec.output_dir)
+    assert proc.stdout.strip().splitlines()[-1] == str(out / "final")
+    log = read_log(out)
+    assert [r["step"] for r in log] == [1, 2]
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2  # only the main process writes
+    assert all(r["reward_mean"] is not None for r in log)
+    # two processes x 1 prompt x 2 generations: TRL counted 4 completions' tokens per step
+    assert json.loads((out / "done.json").read_text())["steps"] == 2
