@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: book test venv models bench clean help
+.PHONY: book test check venv models bench clean help
 
 help:
 	@sed -n '1,3p' Makefile
@@ -37,6 +37,9 @@ book: models
 
 test: models
 	$(PY) -m pytest
+
+check: venv
+	$(PY) -m simlib.bookcheck _build/html --secret-env OPENAI_API_KEY --screenshots _build/screenshots --notebooks executed
 
 bench: models
 	$(PY) -m benchmarks

@@ -42,9 +42,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 # Debian's chromium and chromium-driver; $SIMLIB_CHROMIUM / $SIMLIB_CHROMEDRIVER point elsewhere.
@@ -165,7 +166,7 @@ class _IdParser(html.parser.HTMLParser):
             self.h1 += data
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(path: Path) -> _IdParser:
     parser = _IdParser()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
@@ -245,7 +246,7 @@ class _Server:
     root: Path
     httpd: http.server.ThreadingHTTPServer | None = None
 
-    def __enter__(self) -> "_Server":
+    def __enter__(self) -> _Server:
         handler = functools.partial(_QuietHandler, directory=str(self.root))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self.httpd.serve_forever, name="bookcheck-http", daemon=True).start()
@@ -291,7 +292,8 @@ def _start_browser(user_data_dir: str) -> Any:
 _COLLECT_JS = r"""
 const skip = new Set(['SCRIPT', 'STYLE', 'NOSCRIPT', 'TEMPLATE']);
 const walker = document.createTreeWalker(document.body || document.documentElement, NodeFilter.SHOW_TEXT, {
-  acceptNode: (n) => (n.parentElement && skip.has(n.parentElement.tagName)) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  acceptNode: (n) => (n.parentElement && skip.has(n.parentElement.tagName))
+                      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
 const parts = [];
 while (walker.nextNode()) parts.push(walker.currentNode.nodeValue);
 const txt = (e) => (e.textContent || '').trim().slice(0, 300);
@@ -319,6 +321,7 @@ return document.readyState === 'complete' && [...document.images].every((i) => i
 _SEARCH_STATE_JS = r"""
 const s = document.querySelector('#search-results .search-summary');
 return {summary: s ? s.innerText : '', results: document.querySelectorAll('#search-results ul.search > li').length,
+        links: [...document.querySelectorAll('#search-results a[href]')].map((a) => ({raw: a.getAttribute('href'), url: a.href})),
         index: performance.getEntriesByType('resource').map((e) => e.name).filter((n) => n.includes('searchindex.js'))};
 """
 
@@ -347,7 +350,10 @@ class _Checker:
         self.report = report
 
     def problem(self, page: str, kind: str, detail: str) -> None:
-        self.report.problems.append(Problem(page, kind, detail))
+        """Record a problem once (the same broken link twice on a page is one problem)."""
+        found = Problem(page, kind, detail)
+        if found not in self.report.problems:
+            self.report.problems.append(found)
 
     # -- links ----------------------------------------------------------------------
     def _target(self, url: str) -> tuple[Path, str] | None:
@@ -408,7 +414,8 @@ class _Checker:
             self.problem(page, "error-output", f"stderr output with an error: {' '.join(text.split())[:200]}")
         if TRACEBACK in data["text"] and not data["errors"]:
             i = data["text"].index(TRACEBACK)
-            self.problem(page, "error-output", f"a Python traceback in the text: “…{_snippet(data['text'], i, i + len(TRACEBACK), 80)}…”")
+            context = _snippet(data["text"], i, i + len(TRACEBACK), 80)
+            self.problem(page, "error-output", f"a Python traceback in the text: “…{context}…”")
 
         for img in data["images"]:
             if img["complete"] and img["width"] > 0:
@@ -479,6 +486,8 @@ class _Checker:
             self.problem("search.html", "search", "searchindex.js was not loaded from the book")
         if not state["results"]:
             self.problem("search.html", "search", f"no results for {word!r}: {state['summary']}")
+        for link in state["links"]:  # each result must lead to a page of the book
+            self._check_link("search.html", link["raw"] or "", link["url"] or "", set())
 
     # -- secrets in files -----------------------------------------------------------
     def check_secret_files(self, files: list[Path], base: Path, label_prefix: str = "") -> None:

@@ -121,3 +121,50 @@ def embedding_map(coords, sources):
     ax.set_ylabel("principal component 2")
     ax.legend()
     return fig
+
+
+def violins(scores, value: str, ylabel: str, order):
+    """One violin per source (with its median marked), in ``order``."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    data = [scores.loc[scores["source"] == s, value].dropna().to_numpy() for s in order]
+    parts = ax.violinplot(data, showmedians=True, showextrema=False)
+    for body, src in zip(parts["bodies"], order):
+        body.set_facecolor(colour(src))
+        body.set_edgecolor("black")
+        body.set_alpha(0.75)
+    parts["cmedians"].set_color("black")
+    ax.set_xticks(range(1, len(order) + 1), [f"{s}\n(n={len(d)})" for s, d in zip(order, data)])
+    ax.set_xlabel("source of the replies")
+    ax.set_ylabel(ylabel)
+    return fig
+
+
+def paired_points(wide, reference: str, others, ylabel: str):
+    """Per-post mean of each source minus the reference source, one strip of points per source."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    for i, src in enumerate(others, start=1):
+        d = (wide[src] - wide[reference]).dropna().to_numpy()
+        jitter = (np.random.default_rng(i).random(len(d)) - 0.5) * 0.25
+        ax.scatter(np.full(len(d), i) + jitter, d, s=18, color=colour(src), alpha=0.8)
+        ax.hlines(d.mean(), i - 0.3, i + 0.3, color="black", linewidth=2)
+    ax.axhline(0, color="#777777", linewidth=1, linestyle="--")
+    ax.set_xticks(range(1, len(others) + 1), list(others))
+    ax.set_xlabel("source")
+    ax.set_ylabel(ylabel)
+    return fig
+
+
+def heatmap(table, xlabel: str, ylabel: str, fmt: str = "{:.2f}", cbar_label: str = ""):
+    """Annotated heatmap of a small table (rows × columns)."""
+    fig, ax = plt.subplots(figsize=(1.6 * table.shape[1] + 2.4, 0.55 * table.shape[0] + 1.6))
+    im = ax.imshow(table.to_numpy(dtype=float), cmap="cividis", aspect="auto")
+    ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns])
+    ax.set_yticks(range(table.shape[0]), [str(r) for r in table.index])
+    for (i, j), v in np.ndenumerate(table.to_numpy(dtype=float)):
+        ax.text(j, i, fmt.format(v), ha="center", va="center",
+                color="white" if v < np.nanmean(table.to_numpy(dtype=float)) else "black", fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, label=cbar_label)
+    return fig

@@ -120,6 +120,12 @@ def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | No
     if keys <= have:
         report = {"n_requested": len(keys), "n_cached": len(keys), "n_ok": 0, "n_failed": 0, "n_retries": 0,
                   "tokens_in": 0, "tokens_out": 0, "cost_usd": None}
+    elif cfg.use_batch_api and cfg.api_base_url:
+        from .generate import run_batch
+
+        # Batch API: half the price, results within 24 h; a re-run resumes submitted batches.
+        prices = {k: v / 2 for k, v in _prices(model).items()}
+        report = run_batch(reqs, store, cfg.api_base_url, model, **prices).to_dict()
     else:
         with contextlib.ExitStack() as stack:
             base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
@@ -166,3 +172,88 @@ def embeddings(cfg: Config, texts: list[str]) -> np.ndarray:
     np.save(tmp, emb)
     os.replace(tmp, path)
     return emb
+
+
+# --------------------------------------------------------------------------- log-probs
+
+
+def _load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    from .models import resolve
+
+    return AutoTokenizer.from_pretrained(resolve(name))
+
+
+def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None, n: int | None = None) -> pd.DataFrame:
+    """``n`` replies sampled from ``model_name`` (default: the scorer) to each post, under the
+    scorer's own conditioning (:func:`simlib.logprob.build_prompt`), cached in a JSONL store."""
+    from .cache import JsonlStore
+    from .logprob import build_prompt, sample_own
+
+    model_name = model_name or cfg.scorer
+    n = n or cfg.n_per_group
+    tok = _load_tokenizer(model_name)
+    store = JsonlStore(cfg.path("own", f"{model_name.replace('/', '_')}.jsonl"))
+    have = {r["key"]: r for r in store}
+    settings = {"model": model_name, "n": n, "max_new_tokens": cfg.max_tokens, "temperature": cfg.temperature,
+                "seed": cfg.seed, "max_post_chars": cfg.max_post_chars}
+    todo, keys = [], {}
+    for post in posts.itertuples():
+        prompt = build_prompt(post.title, post.body, post.subreddit, tok, max_post_chars=cfg.max_post_chars)
+        keys[post.post_id] = content_hash({**settings, "prompt": prompt})
+        if keys[post.post_id] not in have:
+            todo.append((post.post_id, prompt))
+    if todo:
+        from .models import load_causal_lm
+
+        tok, model = load_causal_lm(model_name)
+        for post_id, prompt in todo:  # one post at a time: each is stored as soon as it is sampled
+            texts = sample_own([prompt], tok, model, n=n, max_new_tokens=cfg.max_tokens,
+                               temperature=cfg.temperature, seed=cfg.seed, stop_strings=["\n\n"])[0]
+            rec = {"key": keys[post_id], "post_id": post_id, "texts": texts}
+            store.append(rec)
+            have[rec["key"]] = rec
+    rows = [{"post_id": pid, "source": "own", "text": t.strip()} for pid, k in keys.items() for t in have[k]["texts"]]
+    return pd.DataFrame(rows, columns=["post_id", "source", "text"])
+
+
+def logprob_scores(cfg: Config, table: pd.DataFrame, posts: pd.DataFrame, scorer: str | None = None) -> pd.DataFrame:
+    """Mean token log-prob of every row of ``table`` (post_id, source, text) given its post,
+    under ``scorer`` (default: the config's scorer), prefix-shared and cached by content."""
+    from .logprob import ScoreRequest, build_prompt, score_cached
+
+    scorer = scorer or cfg.scorer
+    tok = _load_tokenizer(scorer)
+    by_id = posts.set_index("post_id")
+    prompts = {pid: build_prompt(p.title, p.body, p.subreddit, tok, max_post_chars=cfg.max_post_chars)
+               for pid, p in by_id.iterrows()}
+    reqs = [ScoreRequest(post_id=r.post_id, response_id=str(i), prompt=prompts[r.post_id], response=r.text)
+            for i, r in zip(table.index, table.itertuples())]
+    scored = score_cached(reqs, cfg.path("logprob", f"{scorer.replace('/', '_')}.jsonl"), scorer,
+                          max_response_tokens=cfg.max_response_tokens, batch_size=cfg.logprob_batch_size)
+    out = table.copy()
+    out["scorer"] = scorer
+    out["mean_logprob"] = [s["mean_logprob"] for s in scored]
+    out["n_tokens"] = [s["n_tokens"] for s in scored]
+    return out
+
+
+def hidden_features(cfg: Config, texts: list[str], model_name: str) -> np.ndarray:
+    """Mean-pooled last-layer hidden states of ``texts`` under ``model_name`` (cached by content);
+    the encoder (MiniLM) gives its sentence embeddings."""
+    if model_name == cfg.encoder:
+        return embeddings(cfg, texts)
+    from .alignment import mean_pooled_hidden
+    from .models import load_causal_lm
+
+    key = content_hash({"model": model_name, "texts": texts, "code": _code_hash("alignment.py")})
+    path = cfg.path("hidden", f"{key}.npy")
+    if path.exists():
+        return np.load(path)
+    tok, model = load_causal_lm(model_name)
+    feats = mean_pooled_hidden(texts, tok, model)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, feats)
+    os.replace(tmp, path)
+    return feats

@@ -33,7 +33,8 @@ REGISTRY_FILE = Path(__file__).with_name("crawler_registry.txt")
 # Where the crawler's repository sits inside a data directory.
 CRAWLER_SUBDIR = Path("reddit") / "raw" / "JianLoong__reddit-crawler"
 DATA_DIR_ENV = "SIMLIB_DATA_DIR"
-OFFLINE_ENVS = ("SIMLIB_OFFLINE", "HF_HUB_OFFLINE")
+# Model-hub variables (HF_HUB_OFFLINE) do not apply: the pinned sample may always be downloaded.
+OFFLINE_ENVS = ("SIMLIB_OFFLINE",)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -56,7 +57,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
 
 
 def is_offline(offline: bool | None = None) -> bool:
-    """``offline`` if given, else true when ``SIMLIB_OFFLINE`` or ``HF_HUB_OFFLINE`` is set (not 0/false)."""
+    """``offline`` if given, else true when ``SIMLIB_OFFLINE`` is set (not 0/false)."""
     if offline is not None:
         return offline
     return any(os.environ.get(k, "").strip().lower() not in ("", "0", "false", "no") for k in OFFLINE_ENVS)
