@@ -77,6 +77,9 @@ class Config:
     learning_rate: float = _f(1e-5, "Learning rate of GRPO.")
     max_completion_length: int = _f(48, "Maximum new tokens of a GRPO completion.")
     use_lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
+    bf16: bool = _f(False, "bf16 autocast during GRPO (CPUs with AVX-512-BF16, GPUs).")
+    prompts_per_step: int = _f(1, "Prompts per GRPO step (each with num_generations completions).")
+    eval_samples: int = _f(4, "Replies sampled per test post when evaluating a policy before/after GRPO.")
     # --- log-prob ----------------------------------------------------------------------
     logprob_batch_size: int = _f(16, "Responses scored per forward pass.")
     max_response_tokens: int = _f(128, "Responses are cut to this many tokens before scoring.")
@@ -92,7 +95,7 @@ class Config:
         for name in ("n_posts", "min_chars", "max_post_chars", "n_boot"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("min_responses", "max_responses", "n_samples", "max_tokens", "concurrency",
-                     "n_per_group", "grpo_steps", "max_completion_length", "logprob_batch_size",
+                     "n_per_group", "grpo_steps", "max_completion_length", "prompts_per_step", "eval_samples", "logprob_batch_size",
                      "max_response_tokens"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
         need(self.num_generations >= 2, f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}")

@@ -168,3 +168,19 @@ def heatmap(table, xlabel: str, ylabel: str, fmt: str = "{:.2f}", cbar_label: st
     ax.grid(False)
     fig.colorbar(im, ax=ax, label=cbar_label)
     return fig
+
+
+def reward_curves(curve):
+    """Training reward per step: thin lines per seed, thick mean with a min–max band, per target."""
+    fig, ax = plt.subplots(figsize=(6.8, 3.6))
+    for target, g in curve.groupby("target"):
+        c = colour("real" if target == "real" else "plain")
+        for _, s in g.groupby("seed"):
+            ax.plot(s["step"], s["reward"], color=c, alpha=0.3, linewidth=1)
+        agg = g.groupby("step")["reward"].agg(["mean", "min", "max"])
+        ax.fill_between(agg.index, agg["min"], agg["max"], color=c, alpha=0.15)
+        ax.plot(agg.index, agg["mean"], color=c, linewidth=2.5, label=f"{target} targets")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean BERTScore reward")
+    ax.legend()
+    return fig

@@ -54,6 +54,7 @@ __all__ = [
     "score",
     "score_naive",
     "score_cached",
+    "request_key",
     "sample_own",
 ]
 
@@ -329,10 +330,9 @@ def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 
             if not todo:
                 continue
             feats, prefix_cache = run(torch.tensor([p_ids], device=dev), use_cache=True)
-            first = run.token_logprobs(
-                feats[0, -1:].expand(len(todo), -1),
-                torch.tensor([resp[i][0] for i in todo], device=dev))
-            first = dict(zip(todo, first.tolist()))
+            last = feats[0, -1:]
+            lp0 = ((_apply_head(model, last) if run.split else last).float().log_softmax(-1))[0]
+            first = {i: float(lp0[resp[i][0]]) for i in todo}  # r_1 | prompt, from its last position
             for b in range(0, len(todo), batch_size):
                 batch = todo[b:b + batch_size]
                 n, T = len(batch), len(resp[batch[0]]) - 1  # inputs: response minus last token
@@ -399,10 +399,20 @@ def score_naive(requests: Sequence[ScoreRequest], tokenizer, model,
     return res
 
 
-def request_key(model_name: str, req: ScoreRequest, max_response_tokens: int) -> str:
-    """Cache key: content hash of (model name, prompt, response, max_response_tokens)."""
-    return content_hash({"model": model_name, "prompt": req.prompt, "response": req.response,
-                         "max_response_tokens": max_response_tokens}, n=24)
+def request_key(model_name: str, req: ScoreRequest, max_response_tokens: int,
+                **precision) -> str:
+    """Cache key: content hash of (model name, prompt, response, max_response_tokens).
+
+    Non-default precision settings (``dtype`` other than float32, ``bf16=True``) join the hash,
+    so a reduced-precision run never reads full-precision scores or the reverse.
+    """
+    obj = {"model": model_name, "prompt": req.prompt, "response": req.response,
+           "max_response_tokens": max_response_tokens}
+    if precision.get("dtype", "float32") != "float32":
+        obj["dtype"] = precision["dtype"]
+    if precision.get("bf16"):
+        obj["bf16"] = True
+    return content_hash(obj, n=24)
 
 
 def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
@@ -411,7 +421,8 @@ def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
                  **score_kwargs) -> list[dict]:
     """:func:`score` with a JSONL store, so a re-run scores only requests it has not seen.
 
-    The key is :func:`request_key` (model name, prompt, response, ``max_response_tokens``), so
+    The key is :func:`request_key` (model name, prompt, response, ``max_response_tokens``;
+    plus ``dtype``/``bf16`` when not the float32 default), so
     post/response ids do not enter it and identical texts are scored once. The model is loaded
     with :func:`simlib.models.load_causal_lm` only if something is missing and ``model`` is None.
     Results are appended to the store every ``flush_every`` requests (whole prompts at a time),
@@ -419,7 +430,8 @@ def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
     ``requests`` and a ``key`` field.
     """
     store = JsonlStore(store_path)
-    keys = [request_key(model_name, r, max_response_tokens) for r in requests]
+    keys = [request_key(model_name, r, max_response_tokens, dtype=dtype,
+                        bf16=score_kwargs.get("bf16", False)) for r in requests]
     have = {rec["key"]: rec for rec in store}
     missing: "OrderedDict[str, ScoreRequest]" = OrderedDict()
     for k, r in zip(keys, requests):

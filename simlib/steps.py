@@ -257,3 +257,66 @@ def hidden_features(cfg: Config, texts: list[str], model_name: str) -> np.ndarra
     np.save(tmp, feats)
     os.replace(tmp, path)
     return feats
+
+
+# --------------------------------------------------------------------------- GRPO
+
+
+def policy_prompts(cfg: Config, posts: pd.DataFrame) -> pd.DataFrame:
+    """``post_id`` + chat ``prompt`` for the policy: the `plain` request, the simulator's task."""
+    from .generate import build_messages
+
+    return pd.DataFrame({"post_id": posts["post_id"].astype(str).tolist(),
+                         "prompt": [build_messages("plain", p, max_post_chars=cfg.max_post_chars)
+                                    for p in posts.to_dict("records")]})
+
+
+def references(real: pd.DataFrame, synthetic: pd.DataFrame, per_post: int) -> dict[str, dict[str, list[str]]]:
+    """Targets per post for both kinds, each capped at the same ``per_post`` count, so that the
+    synthetic and the real run train on the same amount of data."""
+    out = {}
+    for kind, df, col in (("real", real, "response_text"), ("synthetic", synthetic, "text")):
+        texts = df.assign(_t=df[col].fillna("").astype(str).str.strip())
+        texts = texts[texts["_t"] != ""]
+        out[kind] = {str(pid): g["_t"].head(per_post).tolist() for pid, g in texts.groupby("post_id")}
+    return out
+
+
+def train_spec(cfg: Config, seed: int):
+    """The TrainSpec of one seed, from the config (the pair differs only in its target)."""
+    from .train import TrainSpec
+
+    return TrainSpec(policy=cfg.policy, seed=seed, steps=cfg.grpo_steps, num_generations=cfg.num_generations,
+                     prompts_per_step=cfg.prompts_per_step, beta=cfg.beta, loss_type=cfg.loss_type,
+                     learning_rate=cfg.learning_rate, max_completion_length=cfg.max_completion_length,
+                     use_lora=cfg.use_lora, bf16=cfg.bf16, encoder=cfg.encoder,
+                     reward_aggregate=cfg.reward_aggregate, output_dir=str(cfg.path("grpo", "x").parent))
+
+
+def grpo_runs(cfg: Config, prompts: pd.DataFrame, refs: dict) -> dict[tuple[str, int], Path]:
+    """Train the synthetic and the real run of every seed (each resumes or is skipped when done)."""
+    from .train import paired_specs, train
+
+    done = {}
+    for seed in cfg.grpo_seeds:
+        for target, spec in paired_specs(train_spec(cfg, seed)).items():
+            done[(target, seed)] = Path(train(spec, prompts, refs[target]))
+    return done
+
+
+def evaluation(cfg: Config, model: str, tag: str, test_prompts: pd.DataFrame, refs: dict, seed: int = 0) -> dict:
+    """Mean BERTScore of ``model``'s replies to the test posts, against real and synthetic
+    references (cached as JSON by model, prompts, references and settings)."""
+    from .train import evaluate
+
+    settings = {"model": str(model), "prompts": test_prompts.to_dict("records"), "refs": refs,
+                "n": cfg.eval_samples, "max_new_tokens": cfg.max_completion_length, "seed": seed,
+                "encoder": cfg.encoder, "aggregate": cfg.reward_aggregate, "code": _code_hash("train.py", "reward.py")}
+    path = cfg.path("eval", f"{tag}-{content_hash(settings)}.json")
+    if path.exists():
+        return json.loads(path.read_text())
+    res = evaluate(model, test_prompts, refs["real"], refs["synthetic"], n=cfg.eval_samples,
+                   max_new_tokens=cfg.max_completion_length, seed=seed, encoder=cfg.encoder,
+                   aggregate=cfg.reward_aggregate)
+    atomic_write_json(path, res)
+    return res

@@ -255,6 +255,10 @@ def test_score_cached_scores_only_new(tmp_path, monkeypatch, smol, threads):
     assert seen == []
     score_cached(reqs[:1], store, "smollm2-135m", tok, model, max_response_tokens=MAX_RESP - 1)
     assert len(seen) == 1
+    r0 = reqs[0]
+    assert lp.request_key("m", r0, 32) == lp.request_key("m", ScoreRequest("x", "y", r0.prompt, r0.response), 32)
+    assert len({lp.request_key("m", r0, 32), lp.request_key("n", r0, 32), lp.request_key("m", r0, 31),
+                lp.request_key("m", r0, 32, bf16=True), lp.request_key("m", r0, 32, dtype="bfloat16")}) == 5
     direct = score(reqs, tok, model, max_response_tokens=MAX_RESP)
     assert all(abs(a["mean_logprob"] - b["mean_logprob"]) < TOL for a, b in zip(first, direct))
 

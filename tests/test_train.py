@@ -53,7 +53,8 @@ def tiny_policy(tmp_path_factory) -> str:
 
 @pytest.mark.slow
 def test_two_steps_smollm2_logs_rewards(tmp_path):
-    spec = TrainSpec(policy="smollm2-135m", steps=2, num_generations=2, prompts_per_step=2,
+    # 2 short prompts, one per step, 2 generations of <= 8 tokens: ~10 s a step on a quiet 2-core CPU
+    spec = TrainSpec(policy="smollm2-135m", steps=2, num_generations=2, prompts_per_step=1,
                      max_completion_length=8, save_steps=10, output_dir=str(tmp_path / "run"))
     final = train(spec, PROMPTS[:2], REFS)
     assert (final / "config.json").exists() and (final / "tokenizer_config.json").exists()
