@@ -44,7 +44,8 @@ def glue(name: str, value: Any, fmt: str | None = None) -> None:
     from myst_nb import glue as _glue
 
     if fmt is not None:
-        value = format(value, fmt)
+        # An undefined statistic (e.g. the entropy of no verdicts) reads as "n/a", not "nan".
+        value = "n/a" if isinstance(value, float) and value != value else format(value, fmt)
     _glue(name, value, display=False)
 
 

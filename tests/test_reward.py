@@ -25,6 +25,18 @@ CANDS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a 2-core machine shared with other jobs, torch's default of 2
+    spinning OpenMP threads makes these small models several times slower (see the report)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def reward():
     return BertScoreReward("minilm-l6", REFS, aggregate="max")

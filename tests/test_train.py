@@ -26,6 +26,18 @@ PROMPTS = [{"post_id": k, "prompt": [{"role": "system", "content": "Reply briefl
            for k in REFS]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a 2-core machine shared with other jobs, torch's default of 2
+    spinning OpenMP threads makes these small models several times slower (see the report)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_spec(tmp_path: Path, policy: str, **kw) -> TrainSpec:
     base = dict(policy=policy, steps=2, num_generations=2, prompts_per_step=2, max_completion_length=8,
                 save_steps=1, output_dir=str(tmp_path / "run"), seed=0)
