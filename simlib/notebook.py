@@ -53,3 +53,10 @@ def provenance_line(seeds: list[int] | None = None) -> str:
     if _cfg is None:
         raise RuntimeError("call simlib.notebook.setup(globals()) first")
     return provenance.line(_cfg, seeds)
+
+
+def interval(lo: float, hi: float, fmt: str = "+.3f") -> str:
+    """``[lo, hi]`` formatted for the text; ``n/a`` when the interval is undefined (one seed)."""
+    if lo != lo or hi != hi:
+        return "n/a"
+    return f"[{format(lo, fmt)}, {format(hi, fmt)}]"

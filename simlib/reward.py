@@ -221,26 +221,19 @@ class BertScoreReward:
         return [float(x) for x in self._f1_against(cands, 0, self._refs(post_id))]
 
     def precompute(self, post_ids: Iterable[Any] | None = None) -> None:
-        """Embed the references of ``post_ids`` (default: all posts) not yet cached, in one pass."""
+        """Embed the references of ``post_ids`` (default: all posts) that are not cached yet.
+
+        Each post's references are encoded as a group of their own, so their embeddings (and the
+        rewards) do not depend on which other posts happened to be embedded at the same time.
+        """
         todo = [p for p in (self.references if post_ids is None else post_ids) if p not in self._cache]
-        if not todo:
-            return
-        texts = [t for p in todo for t in self.references[p]]
         for p in todo:
-            if not self.references[p]:
+            texts = self.references[p]
+            if not texts:
                 raise ValueError(f"post {p!r} has no references")
-        enc = self._encode(texts)
-        self.stats["reference_texts"] += len(texts)
-        self.stats["reference_batches"] += 1
-        start = 0
-        for p in todo:
-            n = len(self.references[p])
-            sl = slice(start, start + n)
-            # trim the padding of this post's group to its own longest reference
-            L = int(enc.mask[sl].sum(1).max())
-            self._cache[p] = _Encoded(enc.emb[sl, :L].contiguous(), enc.mask[sl, :L].contiguous(),
-                                      enc.weight[sl, :L].contiguous(), enc.empty[sl].clone())
-            start += n
+            self._cache[p] = self._encode(list(texts))
+            self.stats["reference_texts"] += len(texts)
+            self.stats["reference_batches"] += 1
             if self.max_cached_posts is not None:
                 while len(self._cache) > self.max_cached_posts:
                     self._cache.popitem(last=False)

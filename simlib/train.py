@@ -398,13 +398,38 @@ def _grpo_config(spec: TrainSpec, use_cpu: bool):
     return GRPOConfig(**kwargs)
 
 
+def _trainer_class():
+    """``GRPOTrainer`` whose data order is a function of (seed, epoch), so resuming is exact.
+
+    TRL 1.16's ``RepeatSampler`` draws each epoch's permutation from one generator seeded once, and
+    has no ``set_epoch``; a run resumed after its first epoch would restart that generator and replay
+    epoch 0's order. Here the trainer's ``set_epoch`` calls reseed it per epoch (epoch 0 keeps TRL's
+    order), which makes a resumed run identical to an uninterrupted one.
+    """
+    from trl import GRPOTrainer
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSeededRepeatSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle:
+                self.generator.manual_seed(int(self.seed or 0) + 1_000_003 * int(epoch))
+
+    class SimlibGRPOTrainer(GRPOTrainer):
+        def _get_train_sampler(self, dataset=None):
+            sampler = super()._get_train_sampler(dataset)
+            if type(sampler) is RepeatSampler:
+                sampler.__class__ = EpochSeededRepeatSampler
+            return sampler
+
+    return SimlibGRPOTrainer
+
+
 def build_trainer(spec: TrainSpec, records: list[dict[str, Any]], reward: Any, args: Any = None,
                   callbacks: Sequence[Any] = ()):
     """The ``GRPOTrainer`` of a run (policy, LoRA, reward, dataset), without resuming or saving."""
     import torch
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
-    from trl import GRPOTrainer
 
     if args is None:
         args = _grpo_config(spec, spec.use_cpu if spec.use_cpu is not None else not torch.cuda.is_available())
@@ -414,7 +439,7 @@ def build_trainer(spec: TrainSpec, records: list[dict[str, Any]], reward: Any, a
 
         peft_config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                                  target_modules=spec.lora_target_modules, task_type="CAUSAL_LM")
-    trainer = GRPOTrainer(
+    trainer = _trainer_class()(
         model=models.resolve(spec.policy),
         reward_funcs=[reward],
         args=args,
@@ -491,7 +516,7 @@ def train(spec: TrainSpec, prompts_df: Any, references: Mapping[Any, Sequence[st
         trainer = build_trainer(spec, records, reward, args,
                                 callbacks=[_log_callback(out / "log.jsonl", spec, elapsed_before), *callbacks])
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    trainer.save_model(str(final))  # also writes the tokenizer (processing_class)
+        trainer.save_model(str(final))  # also writes the tokenizer (processing_class)
     state.wait_for_everyone()
     if state.is_main_process:
         if not spec.keep_checkpoints:
@@ -528,7 +553,9 @@ def _load_for_generation(model_dir_or_name: str, dtype: str = "float32"):
     if path.is_dir() and (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
         model = model.merge_and_unload()
         tok_src = path if (path / "tokenizer_config.json").exists() else model.config._name_or_path
     else:

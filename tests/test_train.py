@@ -118,6 +118,15 @@ def test_killed_run_resumes_from_checkpoint(tmp_path, tiny_policy):
     assert log[2]["elapsed_seconds"] >= log[1]["elapsed_seconds"]
     assert (final / "model.safetensors").exists() and not list(out.glob("checkpoint-*"))
 
+    # resuming restores weights, optimizer and RNG: the same as a run that was never interrupted
+    from safetensors.torch import load_file
+
+    whole = train(tiny_spec(tmp_path, tiny_policy, steps=3, save_total_limit=2,
+                            output_dir=str(tmp_path / "uninterrupted")), PROMPTS, REFS)
+    assert [r["reward_mean"] for r in read_log(whole.parent)] == [r["reward_mean"] for r in log]
+    wa, wb = load_file(whole / "model.safetensors"), load_file(final / "model.safetensors")
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) == 0.0
+
     # finished: a re-run returns at once without touching the log
     before = (out / "log.jsonl").read_bytes()
     assert train(spec, PROMPTS, REFS) == final
