@@ -151,10 +151,16 @@ def _reward_bench(step1: dict, refs: dict, repeats: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = True) -> dict[str, Any]:
-    """Time GRPO steps in four settings; ``quick``: 2 prompts x 2 generations x 8 tokens, 3 steps."""
+def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Time GRPO steps in four settings; ``quick``: 2 prompts x 2 generations x 8 tokens, 3 steps.
+
+    ``threads``: torch intra-op threads (default: torch's own choice, one per core). On a machine
+    shared with other jobs, 1 thread avoids OpenMP spin-waiting against them.
+    """
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     n_prompts, n_gen, max_len, steps = (2, 2, 8, 3) if quick else (4, 4, 32, 6)
     prompts, refs = _data(n_prompts)
     results: dict[str, Any] = {
@@ -195,8 +201,9 @@ def _cpu_has(flag: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_grpo", description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="larger setting (4 prompts x 4 generations x 32 tokens)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ns = ap.parse_args(argv)
-    print(json.dumps(run(quick=not ns.full), indent=2))
+    print(json.dumps(run(quick=not ns.full, threads=ns.threads), indent=2))
     return 0
 
 

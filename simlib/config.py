@@ -70,7 +70,7 @@ class Config:
     # --- reward / GRPO -----------------------------------------------------------------
     reward_aggregate: str = _f("max", "How BERTScore against several references is combined: max or mean.")
     grpo_steps: int = _f(10, "GRPO optimisation steps per run.")
-    grpo_seeds: list = _f([0, 1, 2], "Seeds; each target kind is trained once per seed.")
+    grpo_seeds: list = _f([0, 1, 2], "Seeds; each target kind is trained once per seed.", item=int)
     num_generations: int = _f(4, "Completions per prompt in a GRPO group.")
     beta: float = _f(0.0, "KL coefficient of GRPO.")
     loss_type: str = _f("dapo", "TRL GRPO loss type.", choices=("grpo", "dapo", "dr_grpo", "bnpo"))
@@ -92,8 +92,13 @@ class Config:
             if not ok:
                 errors.append(msg)
 
-        for name in ("n_posts", "min_chars", "max_post_chars", "n_boot"):
+        for name in ("seed", "n_posts", "min_chars", "n_boot"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
+        # Room for at least one character before the truncation marker " […]".
+        need(self.max_post_chars >= 5, f"max_post_chars must be >= 5, got {self.max_post_chars!r}")
+        need(self.max_responses >= self.min_responses,
+             f"max_responses must be >= min_responses (else every post is dropped), "
+             f"got {self.max_responses} < {self.min_responses}")
         for name in ("min_responses", "max_responses", "n_samples", "max_tokens", "concurrency",
                      "n_per_group", "grpo_steps", "max_completion_length", "prompts_per_step", "eval_samples", "logprob_batch_size",
                      "max_response_tokens"):
@@ -114,6 +119,9 @@ class Config:
         bad = [s for s in self.styles if s not in ("plain", "humanlike", "persona", "seeded")]
         need(not bad and self.styles, f"styles must be a non-empty subset of [plain, humanlike, persona, seeded], got {self.styles}")
         need(len(self.grpo_seeds) >= 1, "grpo_seeds must name at least one seed")
+        need(all(s >= 0 for s in self.grpo_seeds), f"grpo_seeds must be >= 0, got {self.grpo_seeds}")
+        need(all(isinstance(d, (list, tuple)) and len(d) == 2 for d in self.dumps),
+             f"dumps must be a list of [submissions, comments] pairs, got {self.dumps!r}")
         need(self.scorer != self.generator,
              f"scorer must not be the generator (it must not have written what it scores), both are {self.scorer!r}")
         if errors:
@@ -124,7 +132,10 @@ class Config:
         for f in fields(self):
             value = getattr(self, f.name)
             try:
-                setattr(self, f.name, _coerce(value, f.type, f.name))
+                value = _coerce(value, f.type, f.name)
+                if "item" in f.metadata:  # e.g. "--set grpo_seeds=1,2" gives strings
+                    value = [_coerce(v, f.metadata["item"], f.name) for v in value]
+                setattr(self, f.name, value)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"parameter {f.name}: {exc}") from None
 

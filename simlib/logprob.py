@@ -44,6 +44,7 @@ from typing import Iterable, Sequence
 
 import simlib.models  # noqa: F401  (sets the offline environment variables on import)
 from simlib.cache import JsonlStore, content_hash
+from simlib.text import truncate_post
 
 __all__ = [
     "ScoreRequest",
@@ -73,22 +74,12 @@ class ScoreRequest:
 
 # ---------------------------------------------------------------------------------- prompts
 def truncate_words(text: str, max_chars: int, mark: str = TRUNCATION_MARK) -> str:
-    """Cut ``text`` to at most ``max_chars`` characters (marker included) on a word boundary.
+    """The shared long-post policy (:func:`simlib.text.truncate_post`).
 
     >>> truncate_words("one two three four", 12)
     'one two […]'
-    >>> truncate_words("short", 12)
-    'short'
     """
-    if len(text) <= max_chars:
-        return text
-    room = max(max_chars - len(mark), 0)
-    head = text[:room]
-    if not text[room].isspace():  # the cut falls inside a word: back up to the last whitespace
-        sp = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"))
-        if sp > 0:
-            head = head[:sp]
-    return head.rstrip() + mark
+    return truncate_post(text, max_chars, mark)
 
 
 def _clean(text: str | None) -> str:
@@ -225,6 +216,69 @@ def _split_ok(model) -> bool:
     return ok
 
 
+_PACK_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PACK_TYPES = ("full_attention", "sliding_attention")
+
+
+def _head_logprobs(model, hidden, targets, rows: int = 256, tile: int | None = None):
+    """Log-probabilities of ``targets`` [N] from final hidden states ``hidden`` [N, D].
+
+    Same numbers as ``log_softmax(_apply_head(model, hidden))[targets]`` (to float32 rounding),
+    computed tile by tile over the vocabulary with a running max and sum (online log-sum-exp):
+    a tile of logits (``rows`` x ``tile``) stays in the CPU cache instead of a 256 x 262k block
+    of Gemma 3 logits (268 MB) being written to memory and read back four times. The target's
+    logit is read from the tile that computes it, so it is rounded exactly like the normaliser.
+    Needs a plain ``nn.Linear`` output head; otherwise the chunked full-vocabulary path is used.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        return _chunked_logprobs(lambda f: _apply_head(model, f), hidden, targets)
+    W, bias = head.weight, head.bias
+    V = W.shape[0]
+    if tile is None:
+        tile = 1024 if hidden.device.type == "cpu" else 32768
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    targets = targets.to(hidden.device)
+    res = []
+    for i in range(0, hidden.shape[0], rows):
+        x, t = hidden[i:i + rows], targets[i:i + rows]
+        m = s = None
+        tl = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
+        for v0 in range(0, V, tile):
+            v1 = min(v0 + tile, V)
+            lg = F.linear(x, W[v0:v1], None if bias is None else bias[v0:v1])
+            if cap is not None:
+                lg = (lg / cap).tanh() * cap
+            lg = lg.float()
+            hit = (t >= v0) & (t < v1)
+            if bool(hit.any()):
+                tl[hit] = lg[hit, t[hit] - v0]
+            mt = lg.amax(-1)
+            if m is None:
+                m, s = mt, lg.sub_(mt[:, None]).exp_().sum(-1)
+                continue
+            mn = torch.maximum(m, mt)
+            s = s * (m - mn).exp() + lg.sub_(mn[:, None]).exp_().sum(-1)
+            m = mn
+        res.append(tl - (m + s.log()))
+    return torch.cat(res) if res else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def _chunked_logprobs(to_logits, feats, targets, chunk: int = 256):
+    """``feats`` [N, ...] → logits by ``to_logits`` in row chunks → log-probs of ``targets`` [N]."""
+    import torch
+
+    res = []
+    for i in range(0, feats.shape[0], chunk):
+        logits = to_logits(feats[i:i + chunk]).float()
+        tgt = targets[i:i + chunk].to(logits.device)
+        res.append(logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, -1))
+    return torch.cat(res) if res else feats.new_zeros(0, dtype=torch.float32)
+
+
 class _Runner:
     """Forward passes returning either final hidden states (split) or logits (fallback)."""
 
@@ -236,6 +290,7 @@ class _Runner:
         self.body = model.model if self.split else model
         self.kw = _cache_kw(self.body)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.pack = _pack_ok(self)
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, cache=None,
                  use_cache=False):
@@ -250,17 +305,139 @@ class _Runner:
         feats = out.last_hidden_state if self.split else out.logits
         return feats, _out_cache(out)
 
-    def token_logprobs(self, feats, targets, chunk: int = 256):
+    def token_logprobs(self, feats, targets):
         """``feats`` [N, D|V] (one row per predicting position), ``targets`` [N] → log-probs [N]."""
+        if self.split:
+            return _head_logprobs(self.model, feats, targets)
+        return _chunked_logprobs(lambda f: f, feats, targets)
+
+    # ---- packing: several responses of one prompt in one row, against the prompt's cache
+    def layout(self, cache, prompt_len: int):
+        """{layer type: (cached prompt positions, sliding window or None)}, or None if the
+        cache is not laid out as packing assumes (then responses are padded into a batch)."""
+        cfg = self.body.config
+        types = getattr(cfg, "layer_types", None)
+        window = getattr(cfg, "sliding_window", None)
+        layers = getattr(cache, "layers", None)
+        if layers is None:
+            return None
+        if not types:
+            if window is not None:
+                return None
+            types = ["full_attention"] * len(layers)
+        if len(types) != len(layers) or not set(types) <= set(_PACK_TYPES):
+            return None
+        out = {}
+        for t, layer in zip(types, layers):
+            keys = getattr(layer, "keys", None)
+            if keys is None or keys.dim() != 4:
+                return None
+            w = window if t == "sliding_attention" else None
+            expect = prompt_len if w is None else min(prompt_len, w - 1)
+            if keys.shape[-2] != expect or out.get(t, (expect, w)) != (expect, w):
+                return None
+            out[t] = (expect, w)
+        return out
+
+    def packed_mask(self, layout: dict, prompt_len: int, seg, rel):
+        """The attention mask(s) of one packed row: every response token sees the prompt (within
+        its layer's sliding window) and the earlier tokens of its own response, nothing else.
+
+        ``seg`` [Q]: which response each packed token belongs to; ``rel`` [Q]: its index in that
+        response (position ``prompt_len + rel``). Boolean for SDPA, additive float for eager.
+        """
         import torch
 
-        res = []
-        for i in range(0, feats.shape[0], chunk):
-            f = feats[i:i + chunk]
-            logits = (_apply_head(self.model, f) if self.split else f).float()
-            tgt = targets[i:i + chunk].to(logits.device)
-            res.append(logits.gather(-1, tgt[:, None]).squeeze(-1) - torch.logsumexp(logits, -1))
-        return torch.cat(res) if res else feats.new_zeros(0, dtype=torch.float32)
+        dev = seg.device
+        q = torch.arange(seg.shape[0], device=dev)
+        own = (seg[:, None] == seg[None, :]) & (q[:, None] >= q[None, :])
+        pos = prompt_len + rel
+        masks = {}
+        for t, (n_cached, w) in layout.items():
+            pre_pos = torch.arange(prompt_len - n_cached, prompt_len, device=dev)
+            pre = torch.ones((seg.shape[0], n_cached), dtype=torch.bool, device=dev)
+            new = own
+            if w is not None:
+                pre = pre & (pos[:, None] - pre_pos[None, :] < w)
+                new = own & (rel[:, None] - rel[None, :] < w)
+            m = torch.cat([pre, new], dim=1)[None, None]
+            if self.body.config._attn_implementation == "eager":
+                dtype = next(self.model.parameters()).dtype
+                m = torch.zeros(m.shape, dtype=dtype, device=dev).masked_fill_(~m, torch.finfo(dtype).min)
+            masks[t] = m
+        if getattr(self.body.config, "layer_types", None):
+            return masks
+        return masks["full_attention"]
+
+    def packed_logprobs(self, prefix_cache, layout, prompt_len: int, resps: list[list[int]]):
+        """Log-probs of tokens 2..m of each response in ``resps`` (one forward pass)."""
+        import torch
+
+        dev = self.device
+        ids = [tok for r in resps for tok in r[:-1]]
+        tgt = [tok for r in resps for tok in r[1:]]
+        seg = torch.tensor([k for k, r in enumerate(resps) for _ in r[:-1]], device=dev)
+        rel = torch.tensor([j for r in resps for j in range(len(r) - 1)], device=dev)
+        mask = self.packed_mask(layout, prompt_len, seg, rel)
+        cache = copy.deepcopy(prefix_cache)  # the pass appends to it; the prefix is reused
+        h, _ = self(torch.tensor([ids], device=dev), attention_mask=mask,
+                    position_ids=(prompt_len + rel)[None], cache=cache, use_cache=True)
+        lps = self.token_logprobs(h[0], torch.tensor(tgt, device=dev)).tolist()
+        out, k = [], 0
+        for r in resps:
+            out.append(lps[k:k + len(r) - 1])
+            k += len(r) - 1
+        return out
+
+
+def _pack_ok(run: "_Runner") -> bool:
+    """Whether packed scoring matches one-response-at-a-time scoring on this model (checked once
+    on a tiny input; unknown attention kinds, caches or mask conventions fall back to padding)."""
+    model = run.model
+    if model in _PACK_OK:
+        return _PACK_OK[model]
+    import torch
+
+    ok = False
+    if run.split and run.body.config._attn_implementation in ("sdpa", "eager"):
+        dev = run.device
+        prompt = list(range(10, 20))
+        resps = [list(range(20, 26)), list(range(30, 34)), [40, 41]]
+        try:
+            with torch.inference_mode():
+                _, cache = run(torch.tensor([prompt], device=dev), use_cache=True)
+                layout = run.layout(cache, len(prompt))
+                if layout is not None:
+                    packed = run.packed_logprobs(cache, layout, len(prompt), resps)
+                    ref = []
+                    for r in resps:
+                        h = run.body(input_ids=torch.tensor([prompt + r], device=dev)).last_hidden_state
+                        ref.append(run.token_logprobs(h[0, len(prompt):-1],
+                                                      torch.tensor(r[1:], device=dev)).tolist())
+                    ok = all(len(a) == len(b) and all(abs(x - y) < 1e-4 for x, y in zip(a, b))
+                             for a, b in zip(packed, ref))
+        except Exception:  # noqa: BLE001 - a model that rejects custom masks is scored padded
+            ok = False
+    _PACK_OK[model] = ok
+    return ok
+
+
+def _packs(lengths: dict, batch_size: int, pack_tokens: int) -> list[list]:
+    """First-fit decreasing: ids (longest first) into packs of at most ``batch_size`` responses and
+    ``max(pack_tokens, longest)`` tokens, so no forward pass carries padding."""
+    cap = max([pack_tokens, *lengths.values()])
+    packs: list[list] = []
+    room: list[int] = []
+    for i in sorted(lengths, key=lambda i: -lengths[i]):
+        for p, pack in enumerate(packs):
+            if len(pack) < batch_size and room[p] >= lengths[i]:
+                pack.append(i)
+                room[p] -= lengths[i]
+                break
+        else:
+            packs.append([i])
+            room.append(cap - lengths[i])
+    return packs
 
 
 def _autocast(device, enabled: bool):
@@ -286,22 +463,29 @@ def _result(req: ScoreRequest, lps: Sequence[float], with_tokens: bool = False) 
 # --------------------------------------------------------------------------------- scoring
 def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 16,
           max_response_tokens: int = 128, device=None, bf16: bool = False,
-          token_logprobs: bool = False) -> list[dict]:
+          token_logprobs: bool = False, pack_tokens: int = 256) -> list[dict]:
     """Score every request's response tokens given its prompt, sharing each prompt's KV cache.
 
     Returns, in the order of ``requests``, one dict per request:
     ``{post_id, response_id, mean_logprob, sum_logprob, n_tokens}``.
 
     Requests are grouped by prompt text. Each distinct prompt runs once with ``use_cache=True``;
-    its last position gives the first response token's log-prob. The prompt's responses are then
-    sorted longest first and scored ``batch_size`` at a time: a deep copy of the prompt's
-    ``DynamicCache`` is repeated ``n`` times along the batch dimension
-    (``cache.batch_repeat_interleave(n)``; for Gemma 3 the cache mixes full-attention layers and
-    sliding-window layers that keep only the last ``sliding_window - 1`` positions, and both
-    copy and repeat correctly), the responses minus their last token are right-padded, the
-    attention mask is ones over the prompt followed by the response mask, and position ids run
-    ``len(prompt) .. len(prompt)+T-1``. Right padding never affects real tokens (causal attention),
-    and padded positions are never read.
+    its last position gives the first response token's log-prob. The prompt's responses (minus
+    their last token) are then **packed**: concatenated into one row of at most ``batch_size``
+    responses and ``max(pack_tokens, longest)`` tokens (first-fit, longest first), run against a
+    copy of the prompt's cache with position ids ``len(prompt) + j`` for a response's ``j``-th
+    token and an attention mask that lets each token see the prompt and the earlier tokens of its
+    own response only (for Gemma 3's sliding-window layers, which cache only the prompt's last
+    ``sliding_window - 1`` positions, the window is applied to the prompt part too). Packing
+    wastes no compute on padding and needs no batch copies of the cache. The vocabulary
+    projection and log-softmax run only at response positions, tile by tile over the vocabulary
+    (:func:`_head_logprobs`).
+
+    Models whose attention or cache packing cannot drive (checked once per model against
+    one-at-a-time scoring; see :func:`_pack_ok`) are scored the earlier way: ``batch_size``
+    responses right-padded into a batch against a deep copy of the prompt's ``DynamicCache``
+    repeated along the batch dimension (``cache.batch_repeat_interleave(n)``), attention mask
+    ones over the prompt followed by the response mask, position ids ``len(prompt) ..``.
 
     ``device`` is where inputs go (default: the model's device; the model is not moved).
     ``bf16=True`` runs under ``torch.autocast(dtype=bfloat16)``; log-softmax is always float32.
@@ -333,23 +517,30 @@ def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 
             last = feats[0, -1:]
             lp0 = ((_apply_head(model, last) if run.split else last).float().log_softmax(-1))[0]
             first = {i: float(lp0[resp[i][0]]) for i in todo}  # r_1 | prompt, from its last position
+            for i in todo:
+                if len(resp[i]) == 1:
+                    out[i] = _result(requests[i], [first[i]], token_logprobs)
+            todo = [i for i in todo if len(resp[i]) > 1]
+            layout = run.layout(prefix_cache, L) if run.pack and todo else None
+            if layout is not None:
+                for pack in _packs({i: len(resp[i]) - 1 for i in todo}, batch_size, pack_tokens):
+                    rest = run.packed_logprobs(prefix_cache, layout, L, [resp[i] for i in pack])
+                    for i, lps in zip(pack, rest):
+                        out[i] = _result(requests[i], [first[i]] + lps, token_logprobs)
+                del prefix_cache, feats
+                continue
             for b in range(0, len(todo), batch_size):
                 batch = todo[b:b + batch_size]
                 n, T = len(batch), len(resp[batch[0]]) - 1  # inputs: response minus last token
-                if T == 0:  # every response in this batch is one token long
-                    for i in batch:
-                        out[i] = _result(requests[i], [first[i]], token_logprobs)
-                    continue
                 inp = torch.full((n, T), pad, dtype=torch.long, device=dev)
                 tgt = torch.zeros((n, T), dtype=torch.long, device=dev)
                 mask = torch.zeros((n, T), dtype=torch.long, device=dev)
                 for j, i in enumerate(batch):
                     r = resp[i]
                     m = len(r) - 1
-                    if m:
-                        inp[j, :m] = torch.tensor(r[:-1], device=dev)
-                        tgt[j, :m] = torch.tensor(r[1:], device=dev)
-                        mask[j, :m] = 1
+                    inp[j, :m] = torch.tensor(r[:-1], device=dev)
+                    tgt[j, :m] = torch.tensor(r[1:], device=dev)
+                    mask[j, :m] = 1
                 cache = copy.deepcopy(prefix_cache)
                 if n > 1:
                     cache.batch_repeat_interleave(n)

@@ -51,8 +51,10 @@ def real_responses(cfg: Config) -> tuple[pd.DataFrame, dict]:
         frames = [data.read_pushshift(s, c) for s, c in dumps]
         df, report = data.prepare(pd.concat(frames, ignore_index=True), **kw)
     else:
+        # data_dir=None lets the registry read $SIMLIB_DATA_DIR itself, so a missing file's error
+        # names the setting the user actually made (the parameter or the environment variable).
         df, report = data.load_posts(cfg.subreddits, max_posts=cfg.n_posts or None,
-                                     data_dir=cfg.resolved_data_dir(), **kw)
+                                     data_dir=cfg.data_dir or None, **kw)
     atomic_write_text(table, df.to_json(orient="records", lines=True, force_ascii=False))
     atomic_write_json(meta, report)  # written last: its presence marks the step complete
     return df, report

@@ -84,7 +84,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from simlib import models  # noqa: F401  (sets the offline environment variables)
+from simlib import models  # also sets the offline environment variables
 from simlib.cache import atomic_write_json, atomic_write_text, content_hash
 
 __all__ = [
@@ -163,7 +163,8 @@ class TrainSpec:
     save_total_limit: int = 2
     """Keep at most this many checkpoints."""
     keep_checkpoints: bool = False
-    """Keep the checkpoints after the run has finished (they are deleted otherwise)."""
+    """Keep the checkpoints after the run has finished (they are deleted otherwise); needed to
+    extend a finished run to more ``steps`` (without them it restarts from step 0)."""
     use_vllm: bool = False
     """Generate with vLLM (GPU only; see the module docstring)."""
     vllm_mode: str = "colocate"

@@ -11,6 +11,8 @@ cap, and last the minimum number of responses, so it counts what will actually b
 """
 from __future__ import annotations
 
+from simlib.text import truncate_post  # noqa: F401  (the long-post policy lives in one place)
+
 import re
 
 import pandas as pd
@@ -86,14 +88,14 @@ def mod_posts(df: pd.DataFrame) -> pd.Series:
 
 
 def deleted_posts(df: pd.DataFrame) -> pd.Series:
-    """All responses of posts whose body is ``[deleted]``/``[removed]`` or titled ``[deleted by user]``.
+    """All responses of posts whose body is ``[deleted]``/``[removed]``, titled ``[deleted by user]``,
+    or whose title and body are both empty.
 
     The responses answer a text that is gone, so a simulator cannot be conditioned on it.
     An empty body is kept: AskReddit questions live in the title.
     """
-    return _text(df["body"]).str.strip().isin(DELETED_MARKERS) | _text(df["title"]).str.strip().isin(
-        DELETED_POST_TITLES
-    )
+    title, body = _text(df["title"]).str.strip(), _text(df["body"]).str.strip()
+    return body.isin(DELETED_MARKERS) | title.isin(DELETED_POST_TITLES) | ((title == "") & (body == ""))
 
 
 def too_short(df: pd.DataFrame, min_chars: int) -> pd.Series:
@@ -185,24 +187,3 @@ def apply_filters(
 TRUNCATION_MARKER = " […]"
 
 
-def truncate_post(text: str, max_chars: int, marker: str = TRUNCATION_MARKER) -> str:
-    """The long-post policy: keep the beginning, cut on a word boundary, mark the cut.
-
-    Text of at most ``max_chars`` characters is returned unchanged. Longer text is cut so that
-    the result, marker included, has at most ``max_chars`` characters: the cut moves back to
-    the last whitespace so no word is split (a single word longer than the budget is cut
-    mid-word), trailing whitespace is dropped and ``marker`` (" […]") is appended. The beginning
-    is kept because a Reddit post sets up its situation first; prompt builders call this on
-    the post body, never on the responses.
-    """
-    if len(text) <= max_chars:
-        return text
-    budget = max_chars - len(marker)
-    if budget < 1:
-        raise ValueError(f"max_chars={max_chars} leaves no room for text before the marker {marker!r}")
-    head = text[:budget]
-    if not text[budget].isspace():  # the cut falls inside a word: back off to its start
-        last_space = max((m.start() for m in re.finditer(r"\s", head)), default=-1)
-        if last_space > 0 and head[:last_space].strip():
-            head = head[:last_space]
-    return head.rstrip() + marker

@@ -27,14 +27,56 @@ from simlib.data.schema import DataFormatError, to_frame
 ZSTD_MAX_WINDOW = 2**31
 
 
+class _ZstdFrames(io.RawIOBase):
+    """Decompressed bytes of a (multi-frame) zstandard file that fail on a truncated file.
+
+    ``ZstdDecompressor.stream_reader`` ends quietly when the file stops inside a frame, so a
+    truncated dump would load only its first part (or nothing); here the end of the file inside a
+    frame, or an empty file, raises :class:`zstandard.ZstdError`.
+    """
+
+    def __init__(self, raw: IO[bytes], dctx: zstandard.ZstdDecompressor, chunk: int = 1 << 16):
+        self._raw, self._dctx, self._chunk = raw, dctx, chunk
+        self._dobj = dctx.decompressobj()
+        self._in_frame = False  # bytes of the current frame fed, its end not seen yet
+        self._pending = b""  # input after the end of a frame (the start of the next one)
+        self._out = memoryview(b"")
+        self._seen_input = False
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not len(self._out):
+            if self._done:
+                return 0
+            data, self._pending = self._pending or self._raw.read(self._chunk), b""
+            if not data:
+                self._done = True
+                if self._in_frame or not self._seen_input:
+                    raise zstandard.ZstdError("unexpected end of file: the zstandard stream is truncated"
+                                              if self._seen_input else "empty file: not a zstandard stream")
+                return 0
+            self._seen_input = self._in_frame = True
+            self._out = memoryview(self._dobj.decompress(data))
+            if self._dobj.eof:
+                self._pending = self._dobj.unused_data
+                self._dobj = self._dctx.decompressobj()
+                self._in_frame = False
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+
 @contextmanager
 def _open_lines(path: Path) -> Iterator[IO[bytes]]:
     """A binary, line-iterable stream over ``path``, decompressing ``.zst`` on the fly."""
     with open(path, "rb") as raw:
         if path.suffix == ".zst":
             dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
-            reader = dctx.stream_reader(raw, read_across_frames=True)
-            with io.BufferedReader(reader, buffer_size=1 << 20) as buffered:
+            with io.BufferedReader(_ZstdFrames(raw, dctx), buffer_size=1 << 20) as buffered:
                 yield buffered
         else:
             yield raw

@@ -147,9 +147,10 @@ def fetch_file(
         else f"no data dir (set ${DATA_DIR_ENV}, e.g. to ../shared/data)"
     )
     if is_offline(offline):
+        why = "offline=True" if offline else f"${OFFLINE_ENVS[0]} is set"
         raise DataNotFoundError(
             f"{relpath}: not found locally ({where}, expected under {CRAWLER_SUBDIR}) "
-            f"and offline mode forbids downloading it"
+            f"and offline mode ({why}) forbids downloading it"
         )
     pup = pooch.create(
         path=cache_dir if cache_dir is not None else pooch.os_cache("simlib"),

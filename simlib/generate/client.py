@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..cache import JsonlStore, content_hash
-from .prompts import DEFAULT_MAX_POST_CHARS, build_messages, messages_hash
+from .prompts import DEFAULT_MAX_POST_CHARS, build_messages, messages_hash, post_fields
 
 __all__ = [
     "GenRequest",
@@ -171,6 +171,10 @@ def make_requests(
     out: list[GenRequest] = []
     for post in posts:
         pid = _post_id(post)
+        title, body, _ = post_fields(post)
+        if not title and not body:
+            raise ValueError(f"post {pid!r} has an empty title and body: there is nothing to reply to "
+                             "(simlib.data's deleted_posts filter removes such posts)")
         for style in styles:
             msgs = build_messages(style, post, max_post_chars=max_post_chars, **dict(style_kwargs.get(style, {})))
             for i in range(n_samples):

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..cache import content_hash
+from ..text import truncate_post as _truncate
 
 __all__ = [
     "DEFAULT_MAX_POST_CHARS",
@@ -63,29 +64,12 @@ Messages = list[dict[str, str]]
 
 
 def truncate_post(text: str, max_chars: int = DEFAULT_MAX_POST_CHARS, marker: str = TRUNCATION_MARKER) -> str:
-    """Truncate ``text`` to at most ``max_chars`` characters on a word boundary.
-
-    See the module docstring for the policy. ``max_chars`` must leave room for the marker.
+    """The shared long-post policy (:func:`simlib.text.truncate_post`) with this module's default.
 
     >>> truncate_post("one two three four", 13)
     'one two […]'
-    >>> truncate_post("short", 100)
-    'short'
     """
-    text = text or ""
-    if max_chars is None or len(text) <= max_chars:
-        return text
-    room = max_chars - len(marker)
-    if room <= 0:
-        raise ValueError(f"max_chars={max_chars} leaves no room for the marker {marker!r}")
-    cut = text[: room + 1]  # one extra char: a space right after the limit is a clean boundary
-    ws = max((cut.rfind(c) for c in (" ", "\n", "\t", "\r")), default=-1)
-    if ws >= room // 2:
-        head = cut[:ws]
-    else:  # no usable boundary (a very long token): hard cut
-        head = text[:room]
-    head = head.rstrip()
-    return head + marker
+    return _truncate(text, max_chars, marker)
 
 
 def post_fields(post: Any) -> tuple[str, str, str]:
