@@ -120,9 +120,21 @@ def is_local(name: str) -> bool:
     return name in LOCAL_MODELS
 
 
+def set_threads() -> None:
+    """Honour ``SIMLIB_TORCH_THREADS``: on a machine shared with other jobs, torch's spinning
+    threads slow each other down several-fold, and 1 thread is faster than the default."""
+    n = os.environ.get("SIMLIB_TORCH_THREADS")
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
 def load_causal_lm(name: str, dtype: str = "float32"):
     """Load (tokenizer, model) for a causal LM name, in eval mode."""
     import torch
+
+    set_threads()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve(name)

@@ -33,6 +33,9 @@ def setup(namespace: dict) -> _config.Config:
     values = {n: namespace[n] for n in names}
     profile = values.pop("profile", "ci")
     _cfg = _config.load(profile, values)
+    from .models import set_threads
+
+    set_threads()
     return _cfg
 
 
