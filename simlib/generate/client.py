@@ -160,7 +160,9 @@ def make_requests(
 
     ``posts``: mappings/objects with ``post_id`` (or ``id``), ``title``, ``body``
     (or ``selftext``), ``subreddit``; a pandas DataFrame is iterated by rows.
-    ``style_kwargs[style]`` is passed to that style's builder (e.g. ``persona=...``).
+    ``style_kwargs[style]`` is passed to that style's builder: a mapping (the same for every
+    sample), or a callable ``(post, sample_index) -> mapping`` (e.g. one persona per sample, or the
+    few-shot examples of a post's subreddit).
     ``seed=None`` sends no seed.
     """
     if isinstance(styles, str):
@@ -176,8 +178,11 @@ def make_requests(
             raise ValueError(f"post {pid!r} has an empty title and body: there is nothing to reply to "
                              "(simlib.data's deleted_posts filter removes such posts)")
         for style in styles:
-            msgs = build_messages(style, post, max_post_chars=max_post_chars, **dict(style_kwargs.get(style, {})))
+            kw = style_kwargs.get(style, {})
+            msgs = None if callable(kw) else build_messages(style, post, max_post_chars=max_post_chars, **dict(kw))
             for i in range(n_samples):
+                if callable(kw):  # per-sample arguments, e.g. a different persona for every sample
+                    msgs = build_messages(style, post, max_post_chars=max_post_chars, **dict(kw(post, i)))
                 out.append(
                     GenRequest(
                         post_id=pid,

@@ -217,3 +217,65 @@ def build_messages(style: str, post: Any, *, max_post_chars: int | None = DEFAUL
 def prompt_hash(style: str) -> str:
     """Content hash of the template text of ``style`` (changes whenever the prompt is edited)."""
     return get_style(style).hash
+
+
+# --------------------------------------------------------------------------- remedies
+# Two styles that test the study's closing suggestions: diverse system prompts (persona) and a
+# small amount of real data as a seed (seeded). Both are documented in the `remedy` issue.
+
+PERSONAS: tuple[str, ...] = (
+    "a 19-year-old college student who is blunt and a little sarcastic",
+    "a retired nurse in her sixties who has seen every kind of family drama",
+    "a software engineer who analyses everything like a bug report",
+    "a stay-at-home dad of three who is tired and has no patience for nonsense",
+    "a lawyer who cares about who promised what",
+    "a teenager who finds most adult problems ridiculous",
+    "a therapist who notices the feelings nobody mentions",
+    "a construction worker who says it straight, in few words",
+    "someone who has been through the exact same situation and is still angry about it",
+    "a comedian who cannot resist making a joke out of it",
+    "a deeply religious grandmother with firm views on family",
+    "an immigrant who sees the cultural side of the conflict",
+)
+
+_PERSONA = {
+    "post": "Subreddit: {subreddit}\nTitle: {title}\n\n{body}",
+    "empty_body": "(no text, title only)",
+    "system": ("You are {persona}. You are reading Reddit, not assisting anyone. Write the comment this "
+               "person would actually post: their opinion, their tone, their words. Keep it short."),
+    "user": "{post}\n\nWrite your comment. Reply with the comment text only.",
+}
+
+
+def _build_persona(style: PromptStyle, title: str, body: str, subreddit: str, persona: str = PERSONAS[0]) -> Messages:
+    t = style.templates
+    return [{"role": "system", "content": t["system"].format(persona=persona)},
+            {"role": "user", "content": t["user"].format(post=_post_block(t, title, body, subreddit))}]
+
+
+_SEEDED = {
+    "post": "Subreddit: {subreddit}\nTitle: {title}\n\n{body}",
+    "empty_body": "(no text, title only)",
+    "system": ("You write Reddit comments. Here are real comments that people wrote under other posts in "
+               "the same subreddit; match how real users write (length, tone, bluntness, variety), "
+               "not their content.\n\n{examples}"),
+    "example": "Example comment {i}:\n{text}",
+    "user": "{post}\n\nWrite one new comment for this post. Reply with the comment text only.",
+}
+
+
+def _build_seeded(style: PromptStyle, title: str, body: str, subreddit: str,
+                  examples: tuple[str, ...] = ()) -> Messages:
+    t = style.templates
+    shots = "\n\n".join(t["example"].format(i=i + 1, text=e) for i, e in enumerate(examples))
+    return [{"role": "system", "content": t["system"].format(examples=shots)},
+            {"role": "user", "content": t["user"].format(post=_post_block(t, title, body, subreddit))}]
+
+
+register_style(PromptStyle("persona", _PERSONA, _build_persona, "one persona system prompt per sample"))
+register_style(PromptStyle("seeded", _SEEDED, _build_seeded, "few-shot: real replies from training posts"))
+
+
+def persona_kwargs(post: Any, sample_index: int) -> dict[str, str]:
+    """Sample ``i`` of every post gets persona ``i`` (cycling through :data:`PERSONAS`)."""
+    return {"persona": PERSONAS[sample_index % len(PERSONAS)]}
