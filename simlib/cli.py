@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import runner  # heavy imports only after validation
 
+    unknown = [n for n in args.only or [] if n not in runner.manifest()]
+    if unknown:
+        print(f"simlib: unknown notebook {', '.join(map(repr, unknown))}; the book's notebooks: "
+              + ", ".join(runner.manifest()), file=sys.stderr)
+        return 2
     try:
         runner.run(cfg, overrides, force=args.force, book=not (args.no_book or args.only), names=args.only)
     except runner.NotebookFailed as exc:

@@ -42,7 +42,7 @@ def real_responses(cfg: Config) -> tuple[pd.DataFrame, dict]:
                         "code": _code_hash("data"), "registry": (REPO_ROOT / "simlib/data/crawler_registry.txt").read_text()})
     table, meta = cfg.path("data", f"real-{key}.jsonl"), cfg.path("data", f"real-{key}.report.json")
     if table.exists() and meta.exists():
-        return pd.read_json(table, lines=True, dtype={"post_id": str, "response_id": str}), json.loads(meta.read_text())
+        return _read_responses(table), json.loads(meta.read_text())
 
     fractions = (cfg.train_frac, cfg.val_frac, 1 - cfg.train_frac - cfg.val_frac)
     kw = dict(min_chars=cfg.min_chars, min_responses=cfg.min_responses,
@@ -58,6 +58,17 @@ def real_responses(cfg: Config) -> tuple[pd.DataFrame, dict]:
     atomic_write_text(table, df.to_json(orient="records", lines=True, force_ascii=False))
     atomic_write_json(meta, report)  # written last: its presence marks the step complete
     return df, report
+
+
+def _read_responses(path: Path) -> pd.DataFrame:
+    """A cached responses table with the dtypes it was computed with (:mod:`simlib.data.schema`),
+    so a warm run returns exactly what a cold one does (JSON alone loses the Int64 and boolean dtypes)."""
+    from .data.schema import COLUMNS
+
+    df = pd.read_json(path, lines=True, dtype=False)
+    if df.columns.empty:  # an empty table is written as a bare newline
+        df = pd.DataFrame(columns=[*COLUMNS, "split"])
+    return df.astype({c: COLUMNS.get(c, "object") for c in df.columns})
 
 
 # --------------------------------------------------------------------------- generation

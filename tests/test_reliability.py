@@ -37,8 +37,7 @@ from simlib.data import read_pushshift  # noqa: E402
 from simlib.data import registry as R  # noqa: E402
 from simlib.data import truncate_post as data_truncate  # noqa: E402
 from simlib.data.filters import TRUNCATION_MARKER  # noqa: E402
-from simlib.data.schema import to_frame  # noqa: E402
-from simlib.generate import (GenRequest, build_messages, failures_path, generate, load_failures,  # noqa: E402
+from simlib.generate import (GenRequest, build_messages, generate, load_failures,  # noqa: E402
                              load_store, make_requests)
 from simlib.generate import truncate_post as prompt_truncate  # noqa: E402
 
@@ -266,6 +265,16 @@ def test_cli_subprocess_exit_code_and_message(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "simlib.cli", "config", "--profile", "ci", "--set", "grpo_seeds=1,2"],
                         capture_output=True, text=True, cwd=REPO, timeout=60)
     assert ok.returncode == 0 and json.loads(ok.stdout)["grpo_seeds"] == [1, 2]  # ints, not "1", "2"
+
+
+def test_cli_run_unknown_notebook_fails_before_any_work(capsys, monkeypatch):
+    def must_not_run(*a, **k):
+        raise AssertionError("nothing may execute for an unknown notebook name")
+
+    monkeypatch.setattr(runner, "execute", must_not_run)
+    rc = cli.main(["run", "--profile", "smoke", "--only", "01_data", "--only", "nope"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown notebook 'nope'" in err and "01_data" in err  # it used to be a traceback
 
 
 # ------------------------------------------------------------------------ bad input: environment
