@@ -493,7 +493,7 @@ def test_missing_file_offline_is_clear(data_tiny_registry, data_no_network, tmp_
     (root / R.CRAWLER_SUBDIR / "docs/api/aitah/p1.json").unlink()
     with pytest.raises(DataNotFoundError, match=rf"p1\.json.*{root}.*offline"):
         R.fetch_file("docs/api/aitah/p1.json", data_dir=root, registry=reg, offline=True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SIMLIB_OFFLINE", "1")
     monkeypatch.delenv(R.DATA_DIR_ENV, raising=False)
     with pytest.raises(DataNotFoundError, match=r"p1\.json.*SIMLIB_DATA_DIR"):
         R.fetch_file("docs/api/aitah/p1.json", registry=reg, cache_dir=tmp_path / "cache")

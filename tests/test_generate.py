@@ -82,7 +82,7 @@ def test_styles_registry_and_unknown_style():
         get_style("nope")
     assert "humanlike" in str(ei.value) and "plain" in str(ei.value)
     with pytest.raises(KeyError):
-        build_messages("persona", POST)
+        build_messages("no-such-style", POST)
 
 
 def test_plain_and_humanlike_messages():
