@@ -2,9 +2,12 @@
 
 ``python -m benchmarks.bench_logprob [--quick] [--threads N] [--model NAME]`` prints a JSON dict:
 wall times of :func:`simlib.logprob.score` and :func:`simlib.logprob.score_naive` on the same
-requests, the speed ratio, response tokens scored per second, and the largest absolute
-differences between the two (per token, mean and sum). Full run: 3 long posts x 8 replies,
-Gemma 3 270M, posts up to 2000 characters, replies up to 128 tokens.
+requests (``repeats`` alternating repetitions, medians reported), the speed ratio, response tokens
+scored per second, and the largest absolute differences between the two (per token, mean and sum).
+Full run: 3 long posts x 8 replies, Gemma 3 270M, posts up to 2000 characters, replies up to 128
+tokens. ``linear_flop_bound_speedup`` is the ratio of the two methods' linear-layer FLOPs (decoder
+weights per token, vocabulary projection per scored position; attention ignored): what prefix
+sharing alone could give, since both pay the same vocabulary projection for every scored token.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import argparse
 import glob
 import json
 import os
+import statistics
 import time
 
 AITAH = "/work/shared/data/reddit/raw/JianLoong__reddit-crawler/docs/api/aitah"
@@ -36,8 +40,26 @@ def load_threads(n_posts: int, n_replies: int, min_body_chars: int, folder: str 
     return out
 
 
+def linear_flops(model, prompt_lens: dict, resp_lens: list[tuple[str, int]]) -> dict:
+    """Linear-layer FLOPs of both methods: ``2 * params`` per token through the decoder (embedding
+    excluded) and ``2 * vocab * hidden`` per position projected onto the vocabulary."""
+    cfg = model.config
+    emb = model.get_input_embeddings().weight.numel()
+    body = sum(p.numel() for p in model.parameters()) - emb
+    if not getattr(cfg, "tie_word_embeddings", False):
+        body -= model.get_output_embeddings().weight.numel()
+    head = 2 * model.get_output_embeddings().weight.numel()
+    naive = sum(2 * body * (prompt_lens[p] + m) + head * (m + 1) for p, m in resp_lens if m)
+    shared = sum(2 * body * n + head for n in prompt_lens.values())
+    shared += sum((2 * body + head) * (m - 1) for _, m in resp_lens if m > 1)
+    return {"naive_gflop": round(naive / 1e9, 1), "prefix_shared_gflop": round(shared / 1e9, 1),
+            "head_share_of_prefix_shared": round(
+                (head * (len(prompt_lens) + sum(m - 1 for _, m in resp_lens if m > 1))) / shared, 3),
+            "linear_flop_bound_speedup": round(naive / shared, 2)}
+
+
 def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | None = None,
-        batch_size: int = 16) -> dict:
+        batch_size: int = 16, repeats: int | None = None) -> dict:
     """Time prefix-shared vs naive scoring; return timings, the ratio and the max abs difference."""
     import torch
 
@@ -62,13 +84,22 @@ def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | Non
     score(warm, tok, model)
     score_naive(warm, tok, model)
 
-    t0 = time.perf_counter()
-    fast = score(reqs, tok, model, batch_size=batch_size, max_response_tokens=max_resp,
-                 token_logprobs=True)
-    t_fast = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = score_naive(reqs, tok, model, max_response_tokens=max_resp, token_logprobs=True)
-    t_naive = time.perf_counter() - t0
+    repeats = repeats or (1 if quick else 3)
+    t_fast, t_naive = [], []
+    for k in range(repeats):  # alternate which goes first, so drifting machine load hits both
+        for which in (("fast", "naive") if k % 2 == 0 else ("naive", "fast")):
+            t0 = time.perf_counter()
+            if which == "fast":
+                fast = score(reqs, tok, model, batch_size=batch_size, max_response_tokens=max_resp,
+                             token_logprobs=True)
+                t_fast.append(time.perf_counter() - t0)
+            else:
+                ref = score_naive(reqs, tok, model, max_response_tokens=max_resp, token_logprobs=True)
+                t_naive.append(time.perf_counter() - t0)
+    flops = linear_flops(model, {r.prompt: len(encode_prompt(tok, r.prompt)) for r in reqs},
+                         [(r.prompt, len(encode_response(tok, r.response, max_resp))) for r in reqs])
+    per_rep = [n / f for n, f in zip(t_naive, t_fast)]
+    t_fast, t_naive = statistics.median(t_fast), statistics.median(t_naive)
 
     tok_diff = max(abs(a - b) for x, y in zip(fast, ref)
                    for a, b in zip(x["token_logprobs"], y["token_logprobs"]))
@@ -85,7 +116,10 @@ def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | Non
         "response_tokens": resp_toks,
         "naive_s": round(t_naive, 3),
         "prefix_shared_s": round(t_fast, 3),
+        "repeats": repeats,
         "speedup": round(t_naive / t_fast, 2),
+        "speedup_per_repeat": [round(x, 2) for x in per_rep],
+        **flops,
         "naive_response_tok_per_s": round(resp_toks / t_naive, 1),
         "prefix_shared_response_tok_per_s": round(resp_toks / t_fast, 1),
         "naive_total_tok_per_s": round((resp_toks + sum(
@@ -105,8 +139,9 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 is fastest on a CPU shared with other jobs)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 1 quick, 3 full)")
     a = ap.parse_args(argv)
-    print(json.dumps(run(a.quick, a.model, a.threads, a.batch_size), indent=2))
+    print(json.dumps(run(a.quick, a.model, a.threads, a.batch_size, a.repeats), indent=2))
 
 
 if __name__ == "__main__":

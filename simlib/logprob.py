@@ -25,10 +25,13 @@ What is scored
 
 Prefix sharing (:func:`score`)
     Many replies share a post. Requests are grouped by prompt; each distinct prompt runs once
-    (``use_cache=True``) to build its KV cache, and that prompt's responses are scored in batches
-    against a copy of the cache repeated along the batch dimension (``batch_repeat_interleave``),
-    right-padded, with an attention mask of ones over the prefix plus the response mask and
-    position ids continuing after the prompt. :func:`score_naive` (one full forward pass over
+    (``use_cache=True``) to build its KV cache. That prompt's responses are then packed into one
+    row (no padding) and run against a copy of the cache, with position ids continuing after the
+    prompt and an attention mask that lets each response token see the prompt and its own
+    response's earlier tokens only. The vocabulary projection runs only at response positions,
+    tile by tile with an online log-sum-exp (Gemma 3's 262k-token head is over half the work).
+    Models the packed mask cannot drive fall back to right-padded batches against a cache
+    repeated along the batch dimension. :func:`score_naive` (one full forward pass over
     prompt+response per reply) is the reference the tests compare against (|diff| < 1e-4).
 """
 from __future__ import annotations
@@ -463,7 +466,7 @@ def _result(req: ScoreRequest, lps: Sequence[float], with_tokens: bool = False) 
 # --------------------------------------------------------------------------------- scoring
 def score(requests: Sequence[ScoreRequest], tokenizer, model, batch_size: int = 16,
           max_response_tokens: int = 128, device=None, bf16: bool = False,
-          token_logprobs: bool = False, pack_tokens: int = 256) -> list[dict]:
+          token_logprobs: bool = False, pack_tokens: int = 512) -> list[dict]:
     """Score every request's response tokens given its prompt, sharing each prompt's KV cache.
 
     Returns, in the order of ``requests``, one dict per request:

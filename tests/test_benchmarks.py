@@ -1,0 +1,131 @@
+"""The benchmarks still run (``python -m benchmarks --quick`` piece by piece) and return their keys.
+
+These are not timed tests: the numbers of a quick run mean nothing. Each benchmark's
+``run(quick=True)`` runs at a toy size (GRPO at an even smaller one: one step of 4 tokens per setting) with one
+CPU thread, and the runner's table and JSON are checked on a canned result. The four model-backed
+tests take about a minute together on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
+from benchmarks import __main__ as bench_main
+from simlib import perf
+
+AITAH = "/work/shared/data/reddit/raw/JianLoong__reddit-crawler/docs/api/aitah"
+
+
+def _need_aitah():
+    if not os.path.isdir(AITAH):
+        pytest.skip(f"no AITAH threads under {AITAH}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------------------------ the runner
+def test_runner_table_and_json(tmp_path, monkeypatch):
+    canned = {
+        "logprob": {"speedup": 2.5, "max_abs_diff_token_logprob": 3e-5, "linear_flop_bound_speedup": 2.4},
+        "generate": {"speedup": 6.0, "llama_cpp": {"median_tok_per_s": 30.0},
+                     "transformers": {"median_tok_per_s": 5.0}},
+    }
+    monkeypatch.setattr(bench_main, "run_one", lambda name, quick, threads: {
+        "status": "ok" if name in canned else "error", "wall_s": 0.1,
+        **({"result": canned[name]} if name in canned else {"error": "boom", "traceback": "tb"})})
+    out = tmp_path / "r.json"
+    rc = bench_main.main(["--only", "logprob", "--only", "generate", "--only", "grpo", "--out", str(out)])
+    assert rc == 1  # grpo "failed"
+    data = json.loads(out.read_text())
+    m = data["machine"]
+    for key in ("cpu", "cores", "ram_gb", "python", "torch", "date", "git_commit", "loadavg_start", "loadavg_end"):
+        assert key in m
+    table = perf.benchmark_table(data)
+    met = dict(zip(table["measure"], table["met"]))
+    assert met["log-prob scoring: prefix-shared vs naive (x)"] == "no"
+    assert met["log-prob scoring: max |difference| vs naive"] == "yes"
+    assert met["generation: llama.cpp vs transformers (x, tokens/s)"] == "yes"
+    assert met["grpo: failed"] == "no"
+    data["quick"] = True
+    assert set(perf.benchmark_table(data)["met"]) <= {"not judged (quick)", "", "no"}
+    assert "cores" in perf.machine_line(data)
+
+
+def test_perf_tables_from_state(tmp_path):
+    state = {"01_data": {"key": "a", "seconds": 30.0, "peak_rss_mb": 500.0, "profile": "ci"},
+             "02_gap": {"key": "b", "seconds": 90.0, "peak_rss_mb": 1500.0, "profile": "ci"}}
+    (tmp_path / ".state.json").write_text(json.dumps(state))
+    times = perf.notebook_times(perf.read_state(tmp_path / ".state.json"), ["01_data", "02_gap", "03_reward"])
+    assert list(times["notebook"]) == ["01_data", "02_gap"]
+    tot = perf.time_totals(times)
+    assert tot["total_s"] == 120.0 and tot["total_min"] == 2.0 and tot["max_peak_rss_mb"] == 1500.0
+    assert math.isclose(tot["budget_share"], 120 / 1800)
+    assert perf.read_state(tmp_path / "missing.json") == {}
+    assert perf.load_benchmarks(tmp_path / "missing.json") is None
+
+
+# ------------------------------------------------------------------------- each benchmark
+def test_pipeline_quick():
+    from benchmarks import bench_pipeline
+
+    r = bench_pipeline.run(quick=True)
+    assert {"manifest", "missing", "notebooks", "totals", "noop_rerun", "complete"} <= set(r)
+    assert {"total_s", "total_min", "max_peak_rss_mb"} <= set(r["totals"])
+    assert isinstance(r["noop_rerun"]["available"], bool)
+    if r["noop_rerun"]["available"]:
+        assert r["noop_rerun"]["total_s"] > 0
+    else:
+        assert r["noop_rerun"]["reason"]
+
+
+@pytest.mark.slow
+def test_logprob_quick():
+    _need_aitah()
+    from benchmarks import bench_logprob
+
+    r = bench_logprob.run(quick=True, threads=1)
+    assert {"naive_s", "prefix_shared_s", "speedup", "max_abs_diff_token_logprob",
+            "linear_flop_bound_speedup", "speedup_per_repeat"} <= set(r)
+    assert r["max_abs_diff_token_logprob"] < 1e-4
+    assert r["naive_s"] > 0 and r["prefix_shared_s"] > 0
+
+
+@pytest.mark.slow
+def test_generate_quick():
+    _need_aitah()
+    pytest.importorskip("llama_cpp")
+    from benchmarks import bench_generate
+
+    r = bench_generate.run(quick=True, threads=1, n_prompts=1)
+    assert {"baseline", "llama_cpp", "transformers", "speedup", "prompts", "max_tokens"} <= set(r)
+    for side in ("llama_cpp", "transformers"):
+        assert r[side]["median_tok_per_s"] > 0 and r[side]["completion_tokens"][0] > 0
+    assert r["speedup"] > 0
+
+
+@pytest.mark.slow
+def test_grpo_quick(monkeypatch):
+    from benchmarks import bench_grpo
+
+    real = bench_grpo._train_setting
+
+    def tiny(bf16, lora, steps, n_prompts, n_gen, max_len, refs, prompts):  # 1 step of 4 tokens
+        return real(bf16, lora, 1, n_prompts, n_gen, 4, refs, prompts)
+
+    monkeypatch.setattr(bench_grpo, "_train_setting", tiny)
+    r = bench_grpo.run(quick=True, threads=1)
+    assert {"setup", "settings", "step1_agreement", "speedup_vs_fp32_full", "reward"} <= set(r)
+    assert set(r["settings"]) == {"fp32_full", "bf16_full", "fp32_lora", "bf16_lora"}
+    assert all(s["median_step_s"] > 0 for s in r["settings"].values())
