@@ -90,6 +90,19 @@ def _step_timer():
     return StepTimer()
 
 
+def _real_prompts(n_prompts: int, chars: int) -> tuple[list, dict]:
+    """The policy's prompts for ``n_prompts`` real AITAH posts (the ``smoke`` profile's), posts cut
+    to ``chars`` characters, with their real replies as references: a ``ci`` profile GRPO step."""
+    from simlib import config, steps
+
+    cfg = config.load("smoke", {"policy_max_post_chars": chars, "max_post_chars": max(chars, 5)})
+    real, _ = steps.real_responses(cfg)
+    posts = steps.test_posts(cfg, real).sort_values("post_id").head(n_prompts)
+    prompts = steps.policy_prompts(cfg, posts).to_dict("records")
+    refs = {p["post_id"]: real.loc[real["post_id"] == p["post_id"], "response_text"].head(6).tolist() for p in prompts}
+    return prompts, refs
+
+
 def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: int, max_len: int,
                    refs: dict, prompts: list) -> dict[str, Any]:
     import warnings
@@ -186,8 +199,26 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
                                   "bf16_full_vs_bf16_lora": agree("bf16_full", "bf16_lora")}
     base = settings["fp32_full"]["median_step_s"]
     results["speedup_vs_fp32_full"] = {k: round(base / v["median_step_s"], 2) for k, v in settings.items()}
+    # The ci profile's own step: one long real post, bf16, read whole (2000 characters) or cut as
+    # the profile cuts it (policy_max_post_chars); prompt length is what the short prompts above hide.
+    cut = config_value("ci", "policy_max_post_chars")
+    ci_gen, ci_len = (2, 8) if quick else (config_value("ci", "num_generations"), config_value("ci", "max_completion_length"))
+    posts = {}
+    for name, chars in (("ci_post_2000_chars", 2000), (f"ci_post_{cut}_chars", cut)):
+        p, r = _real_prompts(1, chars)
+        posts[name] = _train_setting(True, False, steps, 1, ci_gen, ci_len, r, p)
+        posts[name].pop("_step1")
+    results["ci_step"] = {"settings": posts, "bf16": True, "num_generations": ci_gen, "max_completion_length": ci_len,
+                          "speedup_cut_vs_whole": round(posts["ci_post_2000_chars"]["median_step_s"]
+                                                        / posts[f"ci_post_{cut}_chars"]["median_step_s"], 2)}
     results["reward"] = _reward_bench(step1["fp32_full"], refs, repeats=3 if quick else 5)
     return results
+
+
+def config_value(profile: str, name: str):
+    from simlib import config
+
+    return getattr(config.load(profile), name)
 
 
 def _cpu_has(flag: str) -> bool:

@@ -57,7 +57,9 @@ class Config:
     judge: str = _f("smollm2-135m", "Model labelling response registers (through the OpenAI client).")
     # --- generation --------------------------------------------------------------------
     api_base_url: str = _f("", "OpenAI-compatible endpoint; empty = start the local llama.cpp server.")
-    styles: list = _f(["plain", "humanlike"], "Synthetic prompt styles to generate.")
+    styles: list = _f(["plain", "humanlike"], "Synthetic prompt styles of the gap, reward and log-prob chapters.")
+    remedy_styles: list = _f(["persona", "seeded"], "Styles the remedy chapter tests against those (persona, seeded).")
+    seed_examples: int = _f(3, "Real replies (from training posts only) shown as examples in each `seeded` prompt.")
     n_samples: int = _f(8, "Synthetic samples per post and style.")
     temperature: float = _f(1.0, "Sampling temperature of synthetic generation.")
     top_p: float = _f(1.0, "Nucleus sampling of synthetic generation.")
@@ -79,6 +81,8 @@ class Config:
     use_lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
     bf16: bool = _f(False, "bf16 autocast during GRPO (CPUs with AVX-512-BF16, GPUs).")
     prompts_per_step: int = _f(1, "Prompts per GRPO step (each with num_generations completions).")
+    policy_max_post_chars: int = _f(0, "Truncate posts in the policy's prompts (GRPO, evaluation) to this many "
+                                       "characters; 0 = max_post_chars. On a CPU the prompt is most of a step's cost.")
     eval_samples: int = _f(4, "Replies sampled per test post when evaluating a policy before/after GRPO.")
     # --- log-prob ----------------------------------------------------------------------
     logprob_batch_size: int = _f(16, "Responses scored per forward pass.")
@@ -96,11 +100,13 @@ class Config:
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
         # Room for at least one character before the truncation marker " […]".
         need(self.max_post_chars >= 5, f"max_post_chars must be >= 5, got {self.max_post_chars!r}")
+        need(self.policy_max_post_chars == 0 or self.policy_max_post_chars >= 5,
+             f"policy_max_post_chars must be 0 (= max_post_chars) or >= 5, got {self.policy_max_post_chars!r}")
         need(self.max_responses >= self.min_responses,
              f"max_responses must be >= min_responses (else every post is dropped), "
              f"got {self.max_responses} < {self.min_responses}")
         for name in ("min_responses", "max_responses", "n_samples", "max_tokens", "concurrency",
-                     "n_per_group", "grpo_steps", "max_completion_length", "prompts_per_step", "eval_samples", "logprob_batch_size",
+                     "n_per_group", "grpo_steps", "seed_examples", "max_completion_length", "prompts_per_step", "eval_samples", "logprob_batch_size",
                      "max_response_tokens"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
         need(self.num_generations >= 2, f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}")
@@ -118,6 +124,10 @@ class Config:
         need(not bad and self.subreddits, f"subreddits must be a non-empty subset of [aitah, askreddit], got {self.subreddits}")
         bad = [s for s in self.styles if s not in ("plain", "humanlike", "persona", "seeded")]
         need(not bad and self.styles, f"styles must be a non-empty subset of [plain, humanlike, persona, seeded], got {self.styles}")
+        bad = [s for s in self.remedy_styles if s not in ("plain", "humanlike", "persona", "seeded") or s in self.styles]
+        need(not bad and self.remedy_styles,
+             f"remedy_styles must be a non-empty subset of [plain, humanlike, persona, seeded] disjoint from "
+             f"styles {self.styles}, got {self.remedy_styles}")
         need(len(self.grpo_seeds) >= 1, "grpo_seeds must name at least one seed")
         need(all(s >= 0 for s in self.grpo_seeds), f"grpo_seeds must be >= 0, got {self.grpo_seeds}")
         need(all(isinstance(d, (list, tuple)) and len(d) == 2 for d in self.dumps),

@@ -5,6 +5,7 @@ provenance line (profile, parameter hash, data hash, commit, date, seeds) under 
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -37,7 +38,8 @@ def apply_style() -> None:
 
 
 def colour(source: str) -> str:
-    return SOURCE_COLOURS.get(source, PALETTE[hash(source) % len(PALETTE)])
+    # crc32, not hash(): str hashes change per process, and figures must not
+    return SOURCE_COLOURS.get(source, PALETTE[zlib.crc32(source.encode()) % len(PALETTE)])
 
 
 def finish(fig, path: str | Path, provenance: str) -> Path:
@@ -174,7 +176,7 @@ def reward_curves(curve):
     """Training reward per step: thin lines per seed, thick mean with a min–max band, per target."""
     fig, ax = plt.subplots(figsize=(6.8, 3.6))
     for target, g in curve.groupby("target"):
-        c = colour("real" if target == "real" else "plain")
+        c = colour({"synthetic": "plain"}.get(target, target))  # the pair's synthetic targets: plain's colour
         for _, s in g.groupby("seed"):
             ax.plot(s["step"], s["reward"], color=c, alpha=0.3, linewidth=1)
         agg = g.groupby("step")["reward"].agg(["mean", "min", "max"])

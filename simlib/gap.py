@@ -55,11 +55,12 @@ def example_post(real: pd.DataFrame) -> str:
     return str(counts.sort_values(["n", "t"], ascending=[False, True]).index[0])
 
 
-def side_by_side(responses: pd.DataFrame, post_id: str, k: int = 4, width: int = 280) -> pd.DataFrame:
-    """The first ``k`` responses of each source to one post, shortened to ``width`` characters."""
+def side_by_side(responses: pd.DataFrame, post_id: str, k: int = 4, width: int = 280,
+                 sources: tuple[str, ...] = SOURCES) -> pd.DataFrame:
+    """The first ``k`` responses of each of ``sources`` to one post, shortened to ``width`` characters."""
     rows = responses[responses["post_id"] == post_id]
     cols = {}
-    for src in [s for s in SOURCES if s in set(rows["source"])]:
+    for src in [s for s in sources if s in set(rows["source"])]:
         texts = rows[rows["source"] == src]["text"].head(k).tolist()
         cols[src] = [t if len(t) <= width else t[: width - 1].rstrip() + "…" for t in texts] + [""] * (k - len(texts))
     return pd.DataFrame(cols, index=pd.RangeIndex(1, k + 1, name="#"))

@@ -111,6 +111,10 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
     if grpo:
         for k, v in (grpo.get("settings") or {}).items():
             rows.append((f"GRPO step, {k.replace('_', ' ')} (s)", v.get("median_step_s"), "s"))
+        ci = grpo.get("ci_step") or {}
+        for k, v in (ci.get("settings") or {}).items():
+            rows.append((f"GRPO step of the ci profile, bf16, {k.removeprefix('ci_').replace('_', ' ')} (s)",
+                         v.get("median_step_s"), "s"))
     pipe = _result(results, "pipeline")
     if pipe:
         rows += [("pipeline.total_min", (pipe.get("totals") or {}).get("total_min"), "min"),

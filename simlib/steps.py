@@ -111,14 +111,32 @@ def endpoint_model(cfg: Config) -> str:
     return SMOLLM2_MODEL
 
 
+def style_kwargs(cfg: Config, styles: list[str], real: pd.DataFrame | None = None) -> dict:
+    """Per-sample builder arguments of the styles that need them: one persona per sample
+    (``persona``), and ``seed_examples`` real replies from *training* posts (``seeded``)."""
+    from .generate.prompts import persona_kwargs
+    from .seeding import seeded_kwargs
+
+    out: dict = {}
+    if "persona" in styles:
+        out["persona"] = persona_kwargs
+    if "seeded" in styles:
+        if real is None:
+            raise ValueError("the seeded style needs the real responses (real=...) to draw its examples from")
+        out["seeded"] = seeded_kwargs(real, k=cfg.seed_examples, seed=cfg.seed)
+    return out
+
+
 def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | None = None,
-                        endpoint: tuple[str, str] | None = None) -> tuple[pd.DataFrame, dict]:
+                        endpoint: tuple[str, str] | None = None,
+                        real: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """``n_samples`` synthetic responses per post and style, through the OpenAI-compatible client.
 
     Responses are appended to ``<work_dir>/generations.jsonl`` the moment they arrive, keyed by
     (post, style, sample index, model, prompt, sampling parameters), so a re-run sends only what is
-    missing; when nothing is missing no server is started. Returns the store rows for these
-    requests and the run report.
+    missing; when nothing is missing no server is started. ``real`` (the real responses with their
+    split) is needed by the ``seeded`` style only. Returns the store rows for these requests and the
+    run report.
     """
     from .generate import generate, load_store, make_requests
 
@@ -127,7 +145,7 @@ def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | No
     model = endpoint[1] if endpoint else endpoint_model(cfg)
     reqs = make_requests(posts, styles, cfg.n_samples, model, temperature=cfg.temperature,
                          top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=cfg.seed,
-                         max_post_chars=cfg.max_post_chars)
+                         max_post_chars=cfg.max_post_chars, style_kwargs=style_kwargs(cfg, styles, real))
     keys = {r.key for r in reqs}
     have = set(load_store(store)["key"]) if store.exists() else set()
     if keys <= have:
@@ -276,27 +294,39 @@ def hidden_features(cfg: Config, texts: list[str], model_name: str) -> np.ndarra
 
 
 def policy_prompts(cfg: Config, posts: pd.DataFrame) -> pd.DataFrame:
-    """``post_id`` + chat ``prompt`` for the policy: the `plain` request, the simulator's task."""
+    """``post_id`` + chat ``prompt`` for the policy: the `plain` request, the simulator's task, with
+    posts cut to ``policy_max_post_chars`` (``max_post_chars`` when 0)."""
     from .generate import build_messages
 
+    chars = cfg.policy_max_post_chars or cfg.max_post_chars
     return pd.DataFrame({"post_id": posts["post_id"].astype(str).tolist(),
-                         "prompt": [build_messages("plain", p, max_post_chars=cfg.max_post_chars)
+                         "prompt": [build_messages("plain", p, max_post_chars=chars)
                                     for p in posts.to_dict("records")]})
 
 
 def references(real: pd.DataFrame, synthetic: pd.DataFrame, per_post: int) -> dict[str, dict[str, list[str]]]:
-    """Targets per post for both kinds, each capped at the same ``per_post`` count, so that the
-    synthetic and the real run train on the same amount of data."""
-    out = {}
-    for kind, df, col in (("real", real, "response_text"), ("synthetic", synthetic, "text")):
-        texts = df.assign(_t=df[col].fillna("").astype(str).str.strip())
-        texts = texts[texts["_t"] != ""]
-        out[kind] = {str(pid): g["_t"].head(per_post).tolist() for pid, g in texts.groupby("post_id")}
-    return out
+    """Targets per post: ``real`` and ``synthetic`` (all of ``synthetic``'s styles, taken in turn:
+    sample 0 of each style, then sample 1, ...), each capped at the same ``per_post`` count, so that
+    the synthetic and the real run train on the same amount of data."""
+    synthetic = synthetic.sort_values(["post_id", "sample_index", "style"], kind="stable")
+    return {"synthetic": _targets(synthetic, "text", per_post), "real": _targets(real, "response_text", per_post)}
+
+
+def style_references(synthetic: pd.DataFrame, per_post: int) -> dict[str, dict[str, list[str]]]:
+    """Targets per post for each style of ``synthetic`` on its own (e.g. ``persona``, ``seeded``),
+    capped at ``per_post`` like :func:`references`."""
+    return {str(style): _targets(g.sort_values(["post_id", "sample_index"], kind="stable"), "text", per_post)
+            for style, g in synthetic.groupby("style", sort=False)}
+
+
+def _targets(df: pd.DataFrame, col: str, per_post: int) -> dict[str, list[str]]:
+    texts = df.assign(_t=df[col].fillna("").astype(str).str.strip())
+    texts = texts[texts["_t"] != ""]
+    return {str(pid): g["_t"].head(per_post).tolist() for pid, g in texts.groupby("post_id")}
 
 
 def train_spec(cfg: Config, seed: int):
-    """The TrainSpec of one seed, from the config (the pair differs only in its target)."""
+    """The TrainSpec of one seed, from the config (the runs of a seed differ only in their target)."""
     from .train import TrainSpec
 
     return TrainSpec(policy=cfg.policy, seed=seed, steps=cfg.grpo_steps, num_generations=cfg.num_generations,
@@ -306,14 +336,19 @@ def train_spec(cfg: Config, seed: int):
                      reward_aggregate=cfg.reward_aggregate, output_dir=str(cfg.path("grpo", "x").parent))
 
 
-def grpo_runs(cfg: Config, prompts: pd.DataFrame, refs: dict) -> dict[tuple[str, int], Path]:
-    """Train the synthetic and the real run of every seed (each resumes or is skipped when done)."""
-    from .train import paired_specs, train
+def grpo_runs(cfg: Config, prompts: pd.DataFrame, refs: dict[str, dict]) -> dict[tuple[str, int], Path]:
+    """One GRPO run per target in ``refs`` (``{target: {post_id: texts}}``) and seed; every run
+    resumes, or is skipped when done. Run folders are keyed by spec, prompts and references, so a
+    run with other parameters or data never meets an old one's checkpoints, and a chapter asking
+    for a run another chapter trained (same target data, same settings) gets it without training."""
+    from .train import run_dir, train
 
     done = {}
     for seed in cfg.grpo_seeds:
-        for target, spec in paired_specs(train_spec(cfg, seed)).items():
-            done[(target, seed)] = Path(train(spec, prompts, refs[target]))
+        base = train_spec(cfg, seed)
+        for target, target_refs in refs.items():
+            spec = run_dir(base, target, prompts, target_refs)
+            done[(target, seed)] = Path(train(spec, prompts, target_refs))
     return done
 
 

@@ -76,6 +76,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -88,7 +89,7 @@ from simlib import models  # also sets the offline environment variables
 from simlib.cache import atomic_write_json, atomic_write_text, content_hash
 
 __all__ = [
-    "TrainSpec", "train", "build_trainer", "paired_specs", "check_paired", "read_log", "last_checkpoint",
+    "TrainSpec", "train", "build_trainer", "paired_specs", "run_dir", "check_paired", "read_log", "last_checkpoint",
     "generate_responses", "evaluate", "transfer_table", "main",
 ]
 
@@ -108,8 +109,9 @@ class TrainSpec:
     policy: str = "smollm2-135m"
     """Policy to train: a simlib model name, a local folder or a hub id (``Qwen/Qwen3-8B``)."""
     target: str = "synthetic"
-    """Which references the reward uses: ``"synthetic"`` (LLM replies) or ``"real"`` (Reddit replies).
-    Only a label here: the references themselves are the ``references`` argument of :func:`train`."""
+    """Which references the reward uses: ``"synthetic"`` (LLM replies) or ``"real"`` (Reddit replies),
+    the study's pair, or another label such as a prompt style (``"persona"``). Only a label here: the
+    references themselves are the ``references`` argument of :func:`train`."""
     seed: int = 0
     """Seed of weights init (LoRA), data order and sampling."""
     steps: int = 10
@@ -176,8 +178,8 @@ class TrainSpec:
 
     def __post_init__(self) -> None:
         errors = []
-        if self.target not in TARGETS:
-            errors.append(f"target must be one of {TARGETS}, got {self.target!r}")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(self.target)):
+            errors.append(f"target must be a lower-case label such as {TARGETS}, got {self.target!r}")
         if self.loss_type not in LOSS_TYPES:
             errors.append(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.num_generations < 2:
@@ -224,6 +226,22 @@ def paired_specs(spec: TrainSpec, root: str | os.PathLike | None = None) -> dict
     root = Path(root if root is not None else spec.output_dir)
     return {t: dataclasses.replace(spec, target=t, output_dir=str(root / f"{t}-seed{spec.seed}"))
             for t in TARGETS}
+
+
+def run_dir(spec: TrainSpec, target: str, prompts_df: Any, references: Mapping[Any, Sequence[str]],
+            root: str | os.PathLike | None = None) -> TrainSpec:
+    """``spec`` for ``target`` in its own folder ``<root>/<target>-seed<seed>-<key>``.
+
+    ``key`` hashes what the run depends on (the spec less its resumable fields, the prompts and the
+    target's references), so two calls with the same inputs share a folder (and its finished run or
+    checkpoints), and any other setting or data gets a folder of its own.
+    """
+    root = Path(root if root is not None else spec.output_dir)
+    spec = dataclasses.replace(spec, target=target)
+    records = _records(prompts_df)
+    refs = _select_references(references, [r["post_id"] for r in records], spec.max_references)
+    key = content_hash({"identity": spec.identity(), "prompts": records, "references": refs})[:12]
+    return dataclasses.replace(spec, output_dir=str(root / f"{target}-seed{spec.seed}-{key}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +357,19 @@ def _log_callback(path: Path, spec: TrainSpec, elapsed_before: float):
             self.logged.add(step)
 
     return JsonlLog()
+
+
+def _no_final_checkpoint():
+    """Skip the checkpoint transformers writes after the last step (weights, optimizer, RNG:
+    three times the model) when it would be deleted a moment later: ``final/`` is saved instead."""
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
+    return NoFinalCheckpoint()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,19 +545,39 @@ def train(spec: TrainSpec, prompts_df: Any, references: Mapping[Any, Sequence[st
     with warnings.catch_warnings():
         # TRL 1.16 calls transformers' deprecated `is_gradient_checkpointing` at every step
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        trainer = build_trainer(spec, records, reward, args,
-                                callbacks=[_log_callback(out / "log.jsonl", spec, elapsed_before), *callbacks])
+        own = [_log_callback(out / "log.jsonl", spec, elapsed_before)]
+        if not spec.keep_checkpoints:
+            own.append(_no_final_checkpoint())
+        trainer = build_trainer(spec, records, reward, args, callbacks=[*own, *callbacks])
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         trainer.save_model(str(final))  # also writes the tokenizer (processing_class)
+    steps_done = int(trainer.state.global_step)
+    del trainer, reward
+    _release_memory()
     state.wait_for_everyone()
     if state.is_main_process:
         if not spec.keep_checkpoints:
             for c in out.glob("checkpoint-*"):
                 shutil.rmtree(c, ignore_errors=True)
-        atomic_write_json(done, {**info, "finished": time.time(), "final": str(final),
-                                 "steps": int(trainer.state.global_step)})
+        atomic_write_json(done, {**info, "finished": time.time(), "final": str(final), "steps": steps_done})
     state.wait_for_everyone()
     return final
+
+
+def _release_memory() -> None:
+    """Free a finished run's policy, optimizer and encoder before the next run of the same process.
+
+    Runs of a chapter follow each other in one kernel; without this the trainer's reference cycles
+    and glibc's arenas keep each run's memory until much later, and peaks add up.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _checkpoint_step(ckpt: Path | None) -> int:

@@ -51,13 +51,14 @@ def summarise_gain(gains: pd.DataFrame) -> pd.DataFrame:
 
 
 def transfer_table(before: dict, after: dict[tuple[str, int], dict]) -> pd.DataFrame:
-    """The 2×2 table: trained on (synthetic, real) × evaluated against (synthetic, real).
+    """Trained on (each target of ``after``, in order) × evaluated against (synthetic, real): the
+    study's 2×2 table for the targets synthetic and real.
 
     Each cell: the base policy's score, the mean score after training over seeds, and the mean
     change with its t interval over seeds.
     """
     rows = []
-    for trained_on in ("synthetic", "real"):
+    for trained_on in dict.fromkeys(t for t, _ in after):
         for against, key in (("synthetic", "bertscore_synth"), ("real", "bertscore_real")):
             deltas = [ev[key] - before[key] for (t, _), ev in after.items() if t == trained_on]
             afters = [ev[key] for (t, _), ev in after.items() if t == trained_on]

@@ -16,7 +16,8 @@ def real():
 
 def test_no_leakage_from_evaluated_posts(real):
     posts = steps.test_posts(config.load("ci"), real)
-    reqs = make_requests(posts, ["seeded"], 3, "m", style_kwargs={"seeded": seeded_kwargs(real, k=3)})
+    # the wiring the remedy chapter uses (steps.synthetic_responses passes these kwargs)
+    reqs = make_requests(posts, ["seeded"], 3, "m", style_kwargs=steps.style_kwargs(config.load("ci"), ["seeded"], real))
     assert len(reqs) == 3 * len(posts)
     texts = real.set_index("response_id")["response_text"]
     for req in reqs:
@@ -48,5 +49,8 @@ def test_seeded_examples_are_deterministic_and_vary_by_sample(real):
 def test_persona_differs_per_sample():
     post = pd.DataFrame([{"post_id": "a", "title": "AITA for x", "body": "b", "subreddit": "AITAH"}])
     reqs = make_requests(post, ["persona"], len(PERSONAS), "m", style_kwargs={"persona": persona_kwargs})
-    systems = {r.messages[0]["content"] for r in reqs}
-    assert len(systems) == len(PERSONAS)
+    assert len({r.messages[-1]["content"] for r in reqs}) == len(PERSONAS)
+    assert all(p in r.messages[-1]["content"] for p, r in zip(PERSONAS, reqs))
+    # what varies comes after the post, so a post's samples share their prompt's beginning
+    heads = {r.messages[-1]["content"].split("You are ")[0] for r in reqs}
+    assert len(heads) == 1 and "AITA for x" in heads.pop()

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from simlib import models
 from simlib.train import (TrainSpec, check_paired, evaluate, generate_responses, last_checkpoint,
-                          paired_specs, read_log, train, transfer_table)
+                          paired_specs, read_log, run_dir, train, transfer_table)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,7 +181,8 @@ def test_paired_specs_differ_only_in_targets(tmp_path):
 
 def test_spec_validation():
     with pytest.raises(ValueError, match="target"):
-        TrainSpec(target="llm")
+        TrainSpec(target="LLM replies")
+    assert TrainSpec(target="persona").target == "persona"  # any style can be a target
     with pytest.raises(ValueError, match="num_generations"):
         TrainSpec(num_generations=1)
     with pytest.raises(ValueError, match="unknown"):
@@ -216,3 +217,37 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_policy):
     assert all(r["reward_mean"] is not None for r in log)
     # two processes x 1 prompt x 2 generations: TRL counted 4 completions' tokens per step
     assert json.loads((out / "done.json").read_text())["steps"] == 2
+
+
+class CountSaves(TrainerCallback):
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def on_save(self, args, state, control, **kw):
+        self.steps.append(state.global_step)
+
+
+def test_no_checkpoint_after_the_last_step_unless_kept(tmp_path, tiny_policy):
+    saves = CountSaves()
+    train(tiny_spec(tmp_path, tiny_policy, steps=2, save_steps=1), PROMPTS, REFS, callbacks=[saves])
+    assert saves.steps == [1]  # step 2's checkpoint would be deleted at once: final/ is written instead
+    kept = CountSaves()
+    out = tmp_path / "kept"
+    train(tiny_spec(tmp_path, tiny_policy, steps=2, save_steps=1, keep_checkpoints=True, output_dir=str(out)),
+          PROMPTS, REFS, callbacks=[kept])
+    assert kept.steps == [1, 2] and last_checkpoint(out).name == "checkpoint-2"
+
+
+def test_run_dir_is_keyed_by_what_the_run_depends_on(tmp_path):
+    spec = TrainSpec(seed=1, steps=4, output_dir=str(tmp_path))
+    a = run_dir(spec, "persona", PROMPTS, REFS)
+    assert a.target == "persona" and Path(a.output_dir).parent == tmp_path
+    assert Path(a.output_dir).name.startswith("persona-seed1-")
+    assert run_dir(spec, "persona", PROMPTS, REFS) == a  # same inputs, same folder
+    others = [run_dir(spec, "real", PROMPTS, REFS),
+              run_dir(TrainSpec(seed=1, steps=4, learning_rate=2e-5, output_dir=str(tmp_path)), "persona", PROMPTS, REFS),
+              run_dir(spec, "persona", PROMPTS[:3], REFS),
+              run_dir(spec, "persona", PROMPTS, {**REFS, "a": ["other"]})]
+    assert len({o.output_dir for o in others} | {a.output_dir}) == 5
+    # the number of steps may grow without leaving the folder (a run can be extended)
+    assert run_dir(TrainSpec(seed=1, steps=9, output_dir=str(tmp_path)), "persona", PROMPTS, REFS).output_dir == a.output_dir

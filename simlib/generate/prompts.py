@@ -238,29 +238,34 @@ PERSONAS: tuple[str, ...] = (
     "an immigrant who sees the cultural side of the conflict",
 )
 
+# Both put what varies between samples (the persona, the examples) *after* the post, under one fixed
+# system prompt: the samples of a post then share the post's prompt prefix, which a local server
+# keeps in its KV cache and an API caches too. With a persona system prompt first, every sample
+# would pay for reading the whole post again (measured: 5x the generation time of the other styles
+# on the ci profile). The study's "diverse system prompts" are tested as diverse instructions.
 _PERSONA = {
     "post": "Subreddit: {subreddit}\nTitle: {title}\n\n{body}",
     "empty_body": "(no text, title only)",
-    "system": ("You are {persona}. You are reading Reddit, not assisting anyone. Write the comment this "
-               "person would actually post: their opinion, their tone, their words. Keep it short."),
-    "user": "{post}\n\nWrite your comment. Reply with the comment text only.",
+    "system": "You are reading Reddit, not assisting anyone.",
+    "user": ("{post}\n\nYou are {persona}. Write the comment this person would actually post: their "
+             "opinion, their tone, their words. Keep it short. Reply with the comment text only."),
 }
 
 
 def _build_persona(style: PromptStyle, title: str, body: str, subreddit: str, persona: str = PERSONAS[0]) -> Messages:
     t = style.templates
-    return [{"role": "system", "content": t["system"].format(persona=persona)},
-            {"role": "user", "content": t["user"].format(post=_post_block(t, title, body, subreddit))}]
+    return [{"role": "system", "content": t["system"]},
+            {"role": "user", "content": t["user"].format(post=_post_block(t, title, body, subreddit), persona=persona)}]
 
 
 _SEEDED = {
     "post": "Subreddit: {subreddit}\nTitle: {title}\n\n{body}",
     "empty_body": "(no text, title only)",
-    "system": ("You write Reddit comments. Here are real comments that people wrote under other posts in "
-               "the same subreddit; match how real users write (length, tone, bluntness, variety), "
-               "not their content.\n\n{examples}"),
+    "system": "You write Reddit comments.",
     "example": "Example comment {i}:\n{text}",
-    "user": "{post}\n\nWrite one new comment for this post. Reply with the comment text only.",
+    "user": ("{post}\n\nHere are real comments that people wrote under other posts in the same "
+             "subreddit:\n\n{examples}\n\nWrite one new comment for the post above. Match how real users "
+             "write (length, tone, bluntness, variety), not what they say. Reply with the comment text only."),
 }
 
 
@@ -268,8 +273,8 @@ def _build_seeded(style: PromptStyle, title: str, body: str, subreddit: str,
                   examples: tuple[str, ...] = ()) -> Messages:
     t = style.templates
     shots = "\n\n".join(t["example"].format(i=i + 1, text=e) for i, e in enumerate(examples))
-    return [{"role": "system", "content": t["system"].format(examples=shots)},
-            {"role": "user", "content": t["user"].format(post=_post_block(t, title, body, subreddit))}]
+    return [{"role": "system", "content": t["system"]},
+            {"role": "user", "content": t["user"].format(post=_post_block(t, title, body, subreddit), examples=shots)}]
 
 
 register_style(PromptStyle("persona", _PERSONA, _build_persona, "one persona system prompt per sample"))
