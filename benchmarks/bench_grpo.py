@@ -206,7 +206,7 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
     posts = {}
     for name, chars in (("ci_post_2000_chars", 2000), (f"ci_post_{cut}_chars", cut)):
         p, r = _real_prompts(1, chars)
-        posts[name] = _train_setting(True, False, steps, 1, ci_gen, ci_len, r, p)
+        posts[name] = _train_setting(True, False, 2 if quick else steps, 1, ci_gen, ci_len, r, p)
         posts[name].pop("_step1")
     results["ci_step"] = {"settings": posts, "bf16": True, "num_generations": ci_gen, "max_completion_length": ci_len,
                           "speedup_cut_vs_whole": round(posts["ci_post_2000_chars"]["median_step_s"]

@@ -18,7 +18,11 @@ import os
 import statistics
 import time
 
-AITAH = "/work/shared/data/reddit/raw/JianLoong__reddit-crawler/docs/api/aitah"
+from pathlib import Path  # noqa: E402
+from simlib.data.registry import CRAWLER_SUBDIR, resolve_data_dir  # noqa: E402
+
+# the pinned crawl's r/AITAH folder under the data directory ($SIMLIB_DATA_DIR)
+AITAH = str((resolve_data_dir() or Path("/nonexistent")) / CRAWLER_SUBDIR / "docs" / "api" / "aitah")
 
 
 def load_threads(n_posts: int, n_replies: int, min_body_chars: int, folder: str = AITAH) -> list[dict]:

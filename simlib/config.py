@@ -60,6 +60,7 @@ class Config:
     styles: list = _f(["plain", "humanlike"], "Synthetic prompt styles of the gap, reward and log-prob chapters.")
     remedy_styles: list = _f(["persona", "seeded"], "Styles the remedy chapter tests against those (persona, seeded).")
     seed_examples: int = _f(3, "Real replies (from training posts only) shown as examples in each `seeded` prompt.")
+    seed_example_chars: int = _f(300, "Each `seeded` example is cut to this many characters (word boundary).")
     n_samples: int = _f(8, "Synthetic samples per post and style.")
     temperature: float = _f(1.0, "Sampling temperature of synthetic generation.")
     top_p: float = _f(1.0, "Nucleus sampling of synthetic generation.")
@@ -99,7 +100,8 @@ class Config:
         for name in ("seed", "n_posts", "min_chars", "n_boot"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
         # Room for at least one character before the truncation marker " […]".
-        need(self.max_post_chars >= 5, f"max_post_chars must be >= 5, got {self.max_post_chars!r}")
+        for name in ("max_post_chars", "seed_example_chars"):
+            need(getattr(self, name) >= 5, f"{name} must be >= 5, got {getattr(self, name)!r}")
         need(self.policy_max_post_chars == 0 or self.policy_max_post_chars >= 5,
              f"policy_max_post_chars must be 0 (= max_post_chars) or >= 5, got {self.policy_max_post_chars!r}")
         need(self.max_responses >= self.min_responses,
@@ -124,10 +126,9 @@ class Config:
         need(not bad and self.subreddits, f"subreddits must be a non-empty subset of [aitah, askreddit], got {self.subreddits}")
         bad = [s for s in self.styles if s not in ("plain", "humanlike", "persona", "seeded")]
         need(not bad and self.styles, f"styles must be a non-empty subset of [plain, humanlike, persona, seeded], got {self.styles}")
-        bad = [s for s in self.remedy_styles if s not in ("plain", "humanlike", "persona", "seeded") or s in self.styles]
+        bad = [s for s in self.remedy_styles if s not in ("plain", "humanlike", "persona", "seeded")]
         need(not bad and self.remedy_styles,
-             f"remedy_styles must be a non-empty subset of [plain, humanlike, persona, seeded] disjoint from "
-             f"styles {self.styles}, got {self.remedy_styles}")
+             f"remedy_styles must be a non-empty subset of [plain, humanlike, persona, seeded], got {self.remedy_styles}")
         need(len(self.grpo_seeds) >= 1, "grpo_seeds must name at least one seed")
         need(all(s >= 0 for s in self.grpo_seeds), f"grpo_seeds must be >= 0, got {self.grpo_seeds}")
         need(all(isinstance(d, (list, tuple)) and len(d) == 2 for d in self.dumps),

@@ -123,7 +123,7 @@ def style_kwargs(cfg: Config, styles: list[str], real: pd.DataFrame | None = Non
     if "seeded" in styles:
         if real is None:
             raise ValueError("the seeded style needs the real responses (real=...) to draw its examples from")
-        out["seeded"] = seeded_kwargs(real, k=cfg.seed_examples, seed=cfg.seed)
+        out["seeded"] = seeded_kwargs(real, k=cfg.seed_examples, seed=cfg.seed, max_chars=cfg.seed_example_chars)
     return out
 
 

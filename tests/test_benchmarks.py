@@ -19,7 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is n
 from benchmarks import __main__ as bench_main
 from simlib import perf
 
-AITAH = "/work/shared/data/reddit/raw/JianLoong__reddit-crawler/docs/api/aitah"
+from simlib.data.registry import CRAWLER_SUBDIR, resolve_data_dir  # noqa: E402
+
+# the pinned crawl's r/AITAH folder under the data directory ($SIMLIB_DATA_DIR)
+AITAH = str((resolve_data_dir() or Path("/nonexistent")) / CRAWLER_SUBDIR / "docs" / "api" / "aitah")
 
 
 def _need_aitah():

@@ -26,7 +26,11 @@ from simlib.logprob import (ScoreRequest, build_prompt, encode_prompt, encode_re
 
 torch = pytest.importorskip("torch")
 
-AITAH = "/work/shared/data/reddit/raw/JianLoong__reddit-crawler/docs/api/aitah"
+from pathlib import Path  # noqa: E402
+from simlib.data.registry import CRAWLER_SUBDIR, resolve_data_dir  # noqa: E402
+
+# the pinned crawl's r/AITAH folder under the data directory ($SIMLIB_DATA_DIR)
+AITAH = str((resolve_data_dir() or Path("/nonexistent")) / CRAWLER_SUBDIR / "docs" / "api" / "aitah")
 MAX_POST_CHARS = 240  # ~60-90 prompt tokens: enough context, cheap forward passes
 MAX_RESP = 32  # the replies used are 23-113 tokens long: some are cut, some padded
 TOL = 1e-4

@@ -219,7 +219,7 @@ def test_very_long_post_never_exceeds_max_post_chars(limit, kind):
         assert body.startswith(out[: -len(TRUNCATION_MARKER)])
     # the prompt carries at most max_post_chars of the body, whatever the style
     post = {"post_id": "long", "title": "AITA for a long post?", "body": body, "subreddit": "AITAH"}
-    cfg = config.load("smoke", {"max_post_chars": limit})
+    cfg = config.load("smoke", {"max_post_chars": limit, "policy_max_post_chars": 0})  # 0: the policy follows max_post_chars
     def size(msgs):
         return sum(len(m["content"]) for m in msgs)
 

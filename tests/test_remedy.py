@@ -90,7 +90,7 @@ def test_targets_take_styles_in_turn_and_cap_per_post():
 def test_remedy_settings_are_validated():
     assert config.load("ci").remedy_styles == ["persona", "seeded"]
     with pytest.raises(config.ConfigError, match="remedy_styles"):
-        config.load("ci", {"remedy_styles": ["plain"]})  # already a baseline style
+        config.load("ci", {"remedy_styles": ["casual"]})
     with pytest.raises(config.ConfigError, match="policy_max_post_chars"):
         config.load("ci", {"policy_max_post_chars": 3})
     with pytest.raises(config.ConfigError, match="seed_examples"):
@@ -99,8 +99,8 @@ def test_remedy_settings_are_validated():
 
 def test_policy_prompts_cut_posts():
     posts = pd.DataFrame([{"post_id": "a", "title": "AITA?", "body": "word " * 400, "subreddit": "AITAH"}])
-    long = steps.policy_prompts(config.load("ci", {"policy_max_post_chars": 0}), posts)
-    short = steps.policy_prompts(config.load("ci", {"policy_max_post_chars": 200}), posts)
+    long = steps.policy_prompts(config.load("ci", {"policy_max_post_chars": 0, "max_post_chars": 2000}), posts)
+    short = steps.policy_prompts(config.load("ci", {"policy_max_post_chars": 200, "max_post_chars": 2000}), posts)
     size = lambda df: sum(len(m["content"]) for m in df["prompt"][0])  # noqa: E731
     assert size(short) < 400 < 1500 < size(long)
 

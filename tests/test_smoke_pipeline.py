@@ -1,4 +1,6 @@
 """The whole book at the `smoke` profile: every notebook in the toc executes without error."""
+import os
+
 import nbformat
 import pytest
 
@@ -6,6 +8,8 @@ from simlib import config, runner
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SIMLIB_CI_BOOK") == "1",
+                    reason="CI executes every notebook at the ci profile right after the tests (.ci/run)")
 def test_smoke_profile_executes_every_notebook(tmp_path):
     cfg = config.load("smoke")
     results = runner.execute(cfg, {}, out_dir=tmp_path, log=lambda *_: None)
