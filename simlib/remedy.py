@@ -67,6 +67,10 @@ def _entropy(labels: list) -> float:
     return entropy_bits([x for x in labels if x is not None])
 
 
+def _mean(xs: list) -> float:
+    return float(np.mean(xs)) if xs else float("nan")
+
+
 def measure_table(per_post: pd.DataFrame, responses: pd.DataFrame, scores: pd.DataFrame,
                   labels: pd.DataFrame | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Every measure for every source, long format: ``source, measure, mean, lo, hi, n_posts``.
@@ -79,12 +83,12 @@ def measure_table(per_post: pd.DataFrame, responses: pd.DataFrame, scores: pd.Da
     v = responses.assign(verdict=responses["text"].map(parse_verdict))
     rows += _pooled_rows(v, "verdict", "verdict_entropy_pooled", _entropy, n_boot, seed)
     rows += _pooled_rows(v.assign(none=v["verdict"].isna().astype(float)), "none", "no_verdict",
-                         lambda xs: float(np.mean(xs)) if xs else float("nan"), n_boot, seed)
+                         _mean, n_boot, seed)
     if labels is not None and len(labels):
         lab = labels.assign(label=labels["label"].where(labels["label"] != "unparsed"))
         rows += _pooled_rows(lab, "label", "register_entropy", _entropy, n_boot, seed)
     rows += _pooled_rows(scores, "mean_logprob", "mean_logprob",
-                         lambda xs: float(np.mean(xs)) if xs else float("nan"), n_boot, seed)
+                         _mean, n_boot, seed)
     rows += _pooled_rows(scores, "mean_logprob", "logprob_sd",
                          lambda xs: float(np.std(xs, ddof=1)) if len(xs) > 1 else float("nan"), n_boot, seed)
     out = pd.DataFrame(rows)[["source", "measure", "mean", "lo", "hi", "n_posts"]]
