@@ -8,6 +8,8 @@ Full run: 3 long posts x 8 replies, Gemma 3 270M, posts up to 2000 characters, r
 tokens. ``linear_flop_bound_speedup`` is the ratio of the two methods' linear-layer FLOPs (decoder
 weights per token, vocabulary projection per scored position; attention ignored): what prefix
 sharing alone could give, since both pay the same vocabulary projection for every scored token.
+The prefix-shared scoring is also timed with bfloat16 weights (``speedup_bf16_vs_fp32``), with the
+largest and mean absolute change of a reply's mean log-prob that this precision costs.
 """
 from __future__ import annotations
 
@@ -102,8 +104,18 @@ def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | Non
                 t_naive.append(time.perf_counter() - t0)
     flops = linear_flops(model, {r.prompt: len(encode_prompt(tok, r.prompt)) for r in reqs},
                          [(r.prompt, len(encode_response(tok, r.response, max_resp))) for r in reqs])
+    # The same prefix-shared scoring with bfloat16 weights (the ci profile's inference_dtype).
+    tok16, model16 = load_causal_lm(model_name, dtype="bfloat16")
+    score(warm, tok16, model16)
+    t_bf16 = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fast16 = score(reqs, tok16, model16, batch_size=batch_size, max_response_tokens=max_resp)
+        t_bf16.append(time.perf_counter() - t0)
+    del model16
     per_rep = [n / f for n, f in zip(t_naive, t_fast)]
-    t_fast, t_naive = statistics.median(t_fast), statistics.median(t_naive)
+    t_fast, t_naive, t_bf16 = statistics.median(t_fast), statistics.median(t_naive), statistics.median(t_bf16)
+    bf16_diff = [abs(x["mean_logprob"] - y["mean_logprob"]) for x, y in zip(fast16, fast)]
 
     tok_diff = max(abs(a - b) for x, y in zip(fast, ref)
                    for a, b in zip(x["token_logprobs"], y["token_logprobs"]))
@@ -133,6 +145,10 @@ def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | Non
                                          for x, y in zip(fast, ref)),
         "max_abs_diff_sum_logprob": max(abs(x["sum_logprob"] - y["sum_logprob"])
                                         for x, y in zip(fast, ref)),
+        "bf16_prefix_shared_s": round(t_bf16, 3),
+        "speedup_bf16_vs_fp32": round(t_fast / t_bf16, 2),
+        "bf16_max_abs_diff_mean_logprob": round(max(bf16_diff), 4),
+        "bf16_mean_abs_diff_mean_logprob": round(statistics.mean(bf16_diff), 4),
     }
 
 

@@ -417,6 +417,8 @@ def _pack_ok(run: "_Runner") -> bool:
                         h = run.body(input_ids=torch.tensor([prompt + r], device=dev)).last_hidden_state
                         ref.append(run.token_logprobs(h[0, len(prompt):-1],
                                                       torch.tensor(r[1:], device=dev)).tolist())
+                    # bfloat16 rounding fails this and is scored padded: measured as fast as packed
+                    # there (Gemma 3 270M, 24 real replies: 4.9 s padded, 5.1 s packed).
                     ok = all(len(a) == len(b) and all(abs(x - y) < 1e-4 for x, y in zip(a, b))
                              for a, b in zip(packed, ref))
         except Exception:  # noqa: BLE001 - a model that rejects custom masks is scored padded

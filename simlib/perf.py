@@ -98,6 +98,10 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
         if lp.get("linear_flop_bound_speedup") is not None:
             rows.append(("log-prob scoring: speed-up bound from linear-layer FLOPs (x)",
                          lp["linear_flop_bound_speedup"], "x"))
+        if lp.get("speedup_bf16_vs_fp32") is not None:
+            rows += [("log-prob scoring: bfloat16 vs float32 weights (x)", lp["speedup_bf16_vs_fp32"], "x"),
+                     ("log-prob scoring: max |change of a mean log-prob| in bfloat16",
+                      lp["bf16_max_abs_diff_mean_logprob"], "")]
     gen = _result(results, "generate")
     if gen:
         rows += [("generate.speedup", gen.get("speedup"), "x"),

@@ -26,6 +26,11 @@ def _code_hash(*parts: str) -> str:
                          else tree_hash(REPO_ROOT / "simlib", p) for p in parts])
 
 
+def _dtype_key(cfg: Config) -> dict:
+    # Only a non-default dtype joins a cache key, so float32 caches made before the option stay valid.
+    return {} if cfg.inference_dtype == "float32" else {"dtype": cfg.inference_dtype}
+
+
 def _dump_stamp(paths: list) -> list:
     # size + mtime: hashing multi-GB dumps on every call would cost more than reading them.
     return [[str(p), Path(p).stat().st_size, int(Path(p).stat().st_mtime)] for p in paths]
@@ -228,7 +233,7 @@ def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None,
     store = JsonlStore(cfg.path("own", f"{model_name.replace('/', '_')}.jsonl"))
     have = {r["key"]: r for r in store}
     settings = {"model": model_name, "n": n, "max_new_tokens": cfg.max_tokens, "temperature": cfg.temperature,
-                "seed": cfg.seed, "max_post_chars": cfg.max_post_chars}
+                "seed": cfg.seed, "max_post_chars": cfg.max_post_chars, **_dtype_key(cfg)}
     todo, keys = [], {}
     for post in posts.itertuples():
         prompt = build_prompt(post.title, post.body, post.subreddit, tok, max_post_chars=cfg.max_post_chars)
@@ -238,7 +243,7 @@ def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None,
     if todo:
         from .models import load_causal_lm
 
-        tok, model = load_causal_lm(model_name)
+        tok, model = load_causal_lm(model_name, dtype=cfg.inference_dtype)
         for post_id, prompt in todo:  # one post at a time: each is stored as soon as it is sampled
             texts = sample_own([prompt], tok, model, n=n, max_new_tokens=cfg.max_tokens,
                                temperature=cfg.temperature, seed=cfg.seed, stop_strings=["\n\n"])[0]
@@ -262,7 +267,8 @@ def logprob_scores(cfg: Config, table: pd.DataFrame, posts: pd.DataFrame, scorer
     reqs = [ScoreRequest(post_id=r.post_id, response_id=str(i), prompt=prompts[r.post_id], response=r.text)
             for i, r in zip(table.index, table.itertuples())]
     scored = score_cached(reqs, cfg.path("logprob", f"{scorer.replace('/', '_')}.jsonl"), scorer,
-                          max_response_tokens=cfg.max_response_tokens, batch_size=cfg.logprob_batch_size)
+                          max_response_tokens=cfg.max_response_tokens, batch_size=cfg.logprob_batch_size,
+                          dtype=cfg.inference_dtype)
     out = table.copy()
     out["scorer"] = scorer
     out["mean_logprob"] = [s["mean_logprob"] for s in scored]
@@ -278,11 +284,11 @@ def hidden_features(cfg: Config, texts: list[str], model_name: str) -> np.ndarra
     from .alignment import mean_pooled_hidden
     from .models import load_causal_lm
 
-    key = content_hash({"model": model_name, "texts": texts, "code": _code_hash("alignment.py")})
+    key = content_hash({"model": model_name, "texts": texts, "code": _code_hash("alignment.py"), **_dtype_key(cfg)})
     path = cfg.path("hidden", f"{key}.npy")
     if path.exists():
         return np.load(path)
-    tok, model = load_causal_lm(model_name)
+    tok, model = load_causal_lm(model_name, dtype=cfg.inference_dtype)
     feats = mean_pooled_hidden(texts, tok, model)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, feats)
@@ -359,12 +365,13 @@ def evaluation(cfg: Config, model: str, tag: str, test_prompts: pd.DataFrame, re
 
     settings = {"model": str(model), "prompts": test_prompts.to_dict("records"), "refs": refs,
                 "n": cfg.eval_samples, "max_new_tokens": cfg.max_completion_length, "seed": seed,
-                "encoder": cfg.encoder, "aggregate": cfg.reward_aggregate, "code": _code_hash("train.py", "reward.py")}
+                "encoder": cfg.encoder, "aggregate": cfg.reward_aggregate, "code": _code_hash("train.py", "reward.py"),
+                **_dtype_key(cfg)}
     path = cfg.path("eval", f"{tag}-{content_hash(settings)}.json")
     if path.exists():
         return json.loads(path.read_text())
     res = evaluate(model, test_prompts, refs["real"], refs["synthetic"], n=cfg.eval_samples,
                    max_new_tokens=cfg.max_completion_length, seed=seed, encoder=cfg.encoder,
-                   aggregate=cfg.reward_aggregate)
+                   aggregate=cfg.reward_aggregate, dtype=cfg.inference_dtype)
     atomic_write_json(path, res)
     return res

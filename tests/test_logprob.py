@@ -196,6 +196,25 @@ def test_packing_is_used_and_packs_or_padding_do_not_change_results(which, reque
     assert _max_token_diff(packed, padded) < TOL
 
 
+@pytest.mark.slow
+def test_bfloat16_scoring_stays_close_to_float32(threads):
+    """The ci profile scores in bfloat16 (inference_dtype): its mean log-probs must stay within a
+    few hundredths of a nat of float32 (the gaps the book reads are nats wide), and the scores
+    must still differ from float32 (else the dtype was not applied)."""
+    from simlib.models import load_causal_lm
+
+    tok, m32 = load_causal_lm("smollm2-135m")
+    _, m16 = load_causal_lm("smollm2-135m", dtype="bfloat16")
+    assert next(m16.parameters()).dtype == torch.bfloat16
+    reqs = _requests(threads, tok)
+    a = score(reqs, tok, m32, max_response_tokens=MAX_RESP)
+    b = score(reqs, tok, m16, max_response_tokens=MAX_RESP)
+    diffs = [abs(x["mean_logprob"] - y["mean_logprob"]) for x, y in zip(a, b)]
+    assert [x["n_tokens"] for x in a] == [y["n_tokens"] for y in b]
+    assert max(diffs) < 0.05
+    assert max(diffs) > 0
+
+
 def test_packs_first_fit_decreasing():
     packs = lp._packs({"a": 5, "b": 3, "c": 9, "d": 2, "e": 4}, batch_size=3, pack_tokens=10)
     assert packs == [["c"], ["a", "e"], ["b", "d"]]
