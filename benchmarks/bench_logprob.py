@@ -64,6 +64,23 @@ def linear_flops(model, prompt_lens: dict, resp_lens: list[tuple[str, int]]) -> 
             "linear_flop_bound_speedup": round(naive / shared, 2)}
 
 
+def _gemv_gb_per_s(model, repeats: int = 20) -> float:
+    """Bytes of the vocabulary projection read per second when one token's hidden state is
+    multiplied by it (what every sampled token costs): the memory bandwidth a small model gets."""
+    import torch
+
+    w = model.get_output_embeddings().weight.detach()
+    x = torch.randn(1, w.shape[1], dtype=w.dtype)
+    with torch.inference_mode():
+        for _ in range(3):
+            x @ w.T
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            x @ w.T
+        dt = (time.perf_counter() - t0) / repeats
+    return round(w.numel() * w.element_size() / dt / 1e9, 2)
+
+
 def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | None = None,
         batch_size: int = 16, repeats: int | None = None) -> dict:
     """Time prefix-shared vs naive scoring; return timings, the ratio and the max abs difference."""
@@ -112,6 +129,7 @@ def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | Non
         t0 = time.perf_counter()
         fast16 = score(reqs, tok16, model16, batch_size=batch_size, max_response_tokens=max_resp)
         t_bf16.append(time.perf_counter() - t0)
+    gemv = {"float32": _gemv_gb_per_s(model), "bfloat16": _gemv_gb_per_s(model16)}
     del model16
     per_rep = [n / f for n, f in zip(t_naive, t_fast)]
     t_fast, t_naive, t_bf16 = statistics.median(t_fast), statistics.median(t_naive), statistics.median(t_bf16)
@@ -149,6 +167,7 @@ def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | Non
         "speedup_bf16_vs_fp32": round(t_fast / t_bf16, 2),
         "bf16_max_abs_diff_mean_logprob": round(max(bf16_diff), 4),
         "bf16_mean_abs_diff_mean_logprob": round(statistics.mean(bf16_diff), 4),
+        "head_gemv_gb_per_s": gemv,
     }
 
 

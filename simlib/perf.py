@@ -102,6 +102,8 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
             rows += [("log-prob scoring: bfloat16 vs float32 weights (x)", lp["speedup_bf16_vs_fp32"], "x"),
                      ("log-prob scoring: max |change of a mean log-prob| in bfloat16",
                       lp["bf16_max_abs_diff_mean_logprob"], "")]
+        for dt, gbs in (lp.get("head_gemv_gb_per_s") or {}).items():
+            rows.append((f"vocabulary projection, one token, {dt} (GB/s)", gbs, ""))
     gen = _result(results, "generate")
     if gen:
         rows += [("generate.speedup", gen.get("speedup"), "x"),
