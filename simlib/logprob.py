@@ -595,6 +595,12 @@ def score_naive(requests: Sequence[ScoreRequest], tokenizer, model,
     return res
 
 
+def precision_key(dtype: str = "float32", bf16: bool = False) -> dict:
+    """The precision entries of a cache key: only non-default settings (``dtype`` other than
+    float32, ``bf16=True``), so full-precision caches keep their keys."""
+    return {**({"dtype": dtype} if dtype != "float32" else {}), **({"bf16": True} if bf16 else {})}
+
+
 def request_key(model_name: str, req: ScoreRequest, max_response_tokens: int,
                 **precision) -> str:
     """Cache key: content hash of (model name, prompt, response, max_response_tokens).
@@ -603,11 +609,8 @@ def request_key(model_name: str, req: ScoreRequest, max_response_tokens: int,
     so a reduced-precision run never reads full-precision scores or the reverse.
     """
     obj = {"model": model_name, "prompt": req.prompt, "response": req.response,
-           "max_response_tokens": max_response_tokens}
-    if precision.get("dtype", "float32") != "float32":
-        obj["dtype"] = precision["dtype"]
-    if precision.get("bf16"):
-        obj["bf16"] = True
+           "max_response_tokens": max_response_tokens,
+           **precision_key(precision.get("dtype", "float32"), bool(precision.get("bf16")))}
     return content_hash(obj, n=24)
 
 

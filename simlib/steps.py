@@ -27,8 +27,9 @@ def _code_hash(*parts: str) -> str:
 
 
 def _dtype_key(cfg: Config) -> dict:
-    # Only a non-default dtype joins a cache key, so float32 caches made before the option stay valid.
-    return {} if cfg.inference_dtype == "float32" else {"dtype": cfg.inference_dtype}
+    from .logprob import precision_key
+
+    return precision_key(cfg.inference_dtype)
 
 
 def _dump_stamp(paths: list) -> list:

@@ -662,8 +662,8 @@ def evaluate(model: str, test_prompts: Any, references_real: Mapping[Any, Sequen
 
     ``test_prompts``: rows with ``post_id`` and ``prompt`` (as for :func:`train`). ``responses``
     (one list per prompt) skips generation; ``dtype`` is the policy's weight dtype while it
-    samples (``bfloat16`` about halves a CPU's sampling time). Returns ``bertscore_real``/``bertscore_synth`` (means
-    over all replies), their per-post means (``per_post``, for bootstrap intervals), and the replies.
+    samples. Returns ``bertscore_real``/``bertscore_synth`` (means over all replies), their
+    per-post means (``per_post``, for bootstrap intervals), and the replies.
     Run it on the base policy (before) and on each :func:`train` result (after) to fill the 2x2
     transfer table (:func:`transfer_table`).
     """
