@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME] [--out PATH] [--threads N]``.
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME] [--merge] [--out PATH] [--threads N]``.
 
 Each module ``benchmarks/bench_<name>.py`` has ``run(quick: bool) -> dict``. This runner calls them
 in turn (``--only`` picks some), prints one table of the headline numbers against the project's
@@ -10,8 +10,11 @@ are measured within one run, alternating the two sides, and hold up better).
 
 A full run (``make bench``) writes ``benchmarks/results/latest.json``, which the Performance
 chapter shows. ``--quick`` runs every benchmark at a toy size, to check they still work (the
-tests and CI use it); it writes no file unless ``--out`` is given and judges no target. The exit
-status is 1 when a benchmark raised.
+tests and CI use it); it writes no file unless ``--out`` is given and judges no target.
+``--merge`` keeps the other benchmarks already in the output file (e.g. ``--only generate
+--merge`` re-measures generation only); every benchmark records the date, commit and load average
+of its own run, the top-level ``machine`` is the latest run's. The exit status is 1 when a
+benchmark raised.
 """
 from __future__ import annotations
 
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="toy sizes: check that every benchmark still runs")
     ap.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
                     help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the benchmarks of the existing output file that this run does not measure")
     ap.add_argument("--out", type=Path, default=None,
                     help=f"JSON output (default: {DEFAULT_OUT.relative_to(ROOT)} for a full run, none for --quick)")
     ap.add_argument("--threads", type=int, default=1,
@@ -117,21 +122,35 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"quick": ns.quick, "threads": ns.threads or "default", "machine": machine_info(), "benchmarks": {}}
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        load0 = [round(x, 2) for x in os.getloadavg()]
         res = run_one(name, ns.quick, ns.threads)
+        res["ran"] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                      "git_commit": results["machine"]["git_commit"], "git_dirty": results["machine"]["git_dirty"],
+                      "loadavg_start": load0, "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
         results["benchmarks"][name] = res
         msg = f"{res['status']} in {res['wall_s']:.1f} s"
         print(f"[bench] {name}: {msg}" + (f"\n{res['traceback']}" if res["status"] != "ok" else ""),
               file=sys.stderr, flush=True)
     results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    if results["machine"]["loadavg_start"][0] > (results["machine"]["cores_available"] or 1) * 0.5 \
-            or results["machine"]["loadavg_end"][0] > (results["machine"]["cores_available"] or 1) * 0.5:
+    cores = results["machine"]["cores_available"] or 1
+    own = ns.threads or cores  # the benchmarks' own threads raise the load average too
+    if results["machine"]["loadavg_start"][0] > cores * 0.5 or results["machine"]["loadavg_end"][0] > own + cores * 0.5:
         results["machine"]["note"] = ("shared machine: other jobs were running (see the load averages); "
                                       "absolute times are pessimistic, ratios are measured side by side")
 
+    out = ns.out or (None if ns.quick else DEFAULT_OUT)
+    if ns.merge and out is not None and out.exists():
+        old = json.loads(out.read_text())
+        if old.get("quick") == ns.quick:
+            for name, res in old.get("benchmarks", {}).items():
+                if name not in results["benchmarks"]:
+                    res.setdefault("ran", {k: old["machine"].get(k) for k in
+                                           ("date", "git_commit", "git_dirty", "loadavg_start", "loadavg_end")})
+                    results["benchmarks"][name] = res
+            results["benchmarks"] = {n: results["benchmarks"][n] for n in BENCHMARKS if n in results["benchmarks"]}
     table = perf.benchmark_table(results)
     print(perf.machine_line(results))
     print(table.to_string(index=False) if len(table) else "(no results)")
-    out = ns.out or (None if ns.quick else DEFAULT_OUT)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")

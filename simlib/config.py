@@ -65,7 +65,11 @@ class Config:
     temperature: float = _f(1.0, "Sampling temperature of synthetic generation.")
     top_p: float = _f(1.0, "Nucleus sampling of synthetic generation.")
     max_tokens: int = _f(96, "Maximum new tokens per synthetic response.")
-    concurrency: int = _f(2, "Concurrent API requests.")
+    concurrency: int = _f(2, "Concurrent API requests (the local parallel server decodes this many together).")
+    local_server: str = _f("parallel", "Which local llama.cpp server answers when api_base_url is empty: parallel "
+                                       "(simlib's, decodes concurrent requests in one batch) or llama_cpp "
+                                       "(llama-cpp-python's, one request at a time). Joins generation cache keys.",
+                           choices=("parallel", "llama_cpp"))
     use_batch_api: bool = _f(False, "Use the OpenAI Batch API (paper scale) instead of live requests.")
     # --- diversity ---------------------------------------------------------------------
     n_per_group: int = _f(8, "Responses per (post, source) compared by the diversity measures.")
@@ -127,6 +131,8 @@ class Config:
         need(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
         need(self.inference_dtype in ("float32", "bfloat16"),
              f"inference_dtype must be float32 or bfloat16, got {self.inference_dtype!r}")
+        need(self.local_server in ("parallel", "llama_cpp"),
+             f"local_server must be parallel or llama_cpp, got {self.local_server!r}")
         need(self.reward_aggregate in ("max", "mean"), f"reward_aggregate must be max or mean, got {self.reward_aggregate!r}")
         need(self.loss_type in ("grpo", "dapo", "dr_grpo", "bnpo"),
              f"loss_type must be one of grpo, dapo, dr_grpo, bnpo, got {self.loss_type!r}")

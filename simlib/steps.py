@@ -85,7 +85,7 @@ def openai_endpoint(cfg: Config):
     """(base_url, model) of the endpoint the config names; starts the local server when empty.
 
     The ``ci`` and ``smoke`` profiles serve SmolLM2 from its package through llama.cpp on
-    127.0.0.1 and stop it afterwards; ``paper`` names the OpenAI API. The key is read by the
+    127.0.0.1 (``cfg.local_server``) and stop it afterwards; ``paper`` names the OpenAI API. The key is read by the
     client from the environment only.
     """
     if cfg.api_base_url:
@@ -96,8 +96,10 @@ def openai_endpoint(cfg: Config):
     if cfg.generator != "smollm2-135m":
         raise ValueError(f"the local server serves smollm2-135m only; generator is {cfg.generator!r} "
                          "(set api_base_url to use another model)")
-    # All cores: while the server generates, the notebook kernel only waits for it.
-    with LocalServer(seed=cfg.seed, n_threads=os.cpu_count(), log_path=cfg.path("logs", "llama-server.log")) as srv:
+    # All cores: while the server generates, the notebook kernel only waits for it. The parallel
+    # server decodes cfg.concurrency requests together: one slot for each request in flight.
+    with LocalServer(seed=cfg.seed, n_threads=os.cpu_count(), log_path=cfg.path("logs", "llama-server.log"),
+                     backend=cfg.local_server, slots=cfg.concurrency) as srv:
         yield srv.base_url, srv.model
 
 
@@ -112,9 +114,9 @@ def endpoint_model(cfg: Config) -> str:
     """The model name requests carry (and cache keys hash) for the configured endpoint."""
     if cfg.api_base_url:
         return cfg.generator
-    from .generate.server import SMOLLM2_MODEL
+    from .generate.server import model_alias
 
-    return SMOLLM2_MODEL
+    return model_alias(cfg.local_server)
 
 
 def style_kwargs(cfg: Config, styles: list[str], real: pd.DataFrame | None = None) -> dict:

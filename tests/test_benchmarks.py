@@ -59,7 +59,7 @@ def test_runner_table_and_json(tmp_path, monkeypatch):
     met = dict(zip(table["measure"], table["met"]))
     assert met["log-prob scoring: prefix-shared vs naive (x)"] == "no"
     assert met["log-prob scoring: max |difference| vs naive"] == "yes"
-    assert met["generation: llama.cpp vs transformers (x, tokens/s)"] == "yes"
+    assert met["generation: the book's server vs transformers serve, a post's replies (x, tokens/s)"] == "yes"
     assert met["grpo: failed"] == "no"
     data["quick"] = True
     assert set(perf.benchmark_table(data)["met"]) <= {"not judged (quick)", "", "no"}
@@ -112,8 +112,8 @@ def test_generate_quick():
     from benchmarks import bench_generate
 
     r = bench_generate.run(quick=True, threads=1, n_prompts=1)
-    assert {"baseline", "llama_cpp", "transformers", "speedup", "prompts", "max_tokens"} <= set(r)
-    for side in ("llama_cpp", "transformers"):
+    assert {"baseline", "parallel", "llama_cpp", "transformers", "speedup", "prompts", "max_tokens"} <= set(r)
+    for side in ("parallel", "llama_cpp", "transformers"):
         assert r[side]["median_tok_per_s"] > 0 and r[side]["completion_tokens"][0] > 0
     assert r["speedup"] > 0
 

@@ -43,6 +43,7 @@ def test_unknown_name_lists_valid_names_and_suggests():
     ("n_posts", 2.5, "expected an integer"),
     ("use_lora", "maybe", "expected true/false"),
     ("inference_dtype", "float16", "inference_dtype must be float32 or bfloat16"),
+    ("local_server", "vllm", "local_server must be parallel or llama_cpp"),
 ])
 def test_bad_values_fail_quoting_the_value(name, value, fragment):
     with pytest.raises(ConfigError, match=None) as exc:

@@ -1,13 +1,20 @@
-"""A local OpenAI-compatible server (llama-cpp-python) serving SmolLM2-135M-Instruct.
+"""A local OpenAI-compatible server (llama.cpp) serving SmolLM2-135M-Instruct.
 
-``with LocalServer() as srv: generate(reqs, store, srv.base_url, srv.model)``
+``with LocalServer() as srv: generate(reqs, store, srv.base_url, srv.model, concurrency=srv.slots)``
 
-:class:`LocalServer` runs ``python -m llama_cpp.server`` (llama-cpp-python 0.3.x, the
-``server`` extra) on ``127.0.0.1`` and a free port, waits until ``GET /v1/models`` answers
-(raising, with the tail of the server log, if the process dies or the wait times out), and
-stops it on exit (SIGTERM, then SIGKILL after a grace period).
+:class:`LocalServer` runs one of two servers on ``127.0.0.1`` and a free port, waits until
+``GET /v1/models`` answers (raising, with the tail of the server log, if the process dies or the
+wait times out), and stops it on exit (SIGTERM, then SIGKILL after a grace period):
 
-Notes for llama-cpp-python 0.3.36:
+* ``backend="llama_cpp"``: ``python -m llama_cpp.server`` (llama-cpp-python 0.3.x, the ``server``
+  extra), one completion at a time;
+* ``backend="parallel"``: ``python -m simlib.generate.parallel_server`` on the same library, which
+  decodes up to ``slots`` concurrent requests in one batch and shares their prompt prefix (send
+  ``slots`` requests at once). It samples with llama-cpp-python's default chain, but a seed does
+  not give the same text on both, so the two answer under different model names
+  (:func:`model_alias`) and their replies never share a cache key.
+
+Notes for llama-cpp-python 0.3.36 (its own server):
 
 * the chat template is read from the GGUF metadata (``tokenizer.chat_template``; SmolLM2
   ships a ChatML template, which llama-cpp-python recognises as ``chatml``); pass
@@ -37,11 +44,22 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["SMOLLM2_GGUF_NAME", "SMOLLM2_MODEL", "smollm2_gguf", "free_port", "default_threads", "LocalServer",
+__all__ = ["SMOLLM2_GGUF_NAME", "SMOLLM2_MODEL", "smollm2_gguf", "free_port", "default_threads", "LocalServer", "model_alias",
            "LocalServerError"]
 
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_MODEL = "smollm2-135m-instruct"
+BACKENDS = ("parallel", "llama_cpp")
+
+
+def model_alias(backend: str = "parallel") -> str:
+    """The name SmolLM2 answers under on ``backend``: what requests carry and cache keys hash."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return SMOLLM2_MODEL if backend == "llama_cpp" else f"{SMOLLM2_MODEL}-parallel"
+
+
+_alias = model_alias  # LocalServer's parameter of that name shadows the function
 
 
 class LocalServerError(RuntimeError):
@@ -115,9 +133,14 @@ class LocalServer:
         log_path: str | os.PathLike | None = None,
         extra_args: Sequence[str] = (),
         python: str | None = None,
+        backend: str = "llama_cpp",
+        slots: int = 8,
     ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend, self.slots = backend, (slots if backend == "parallel" else 1)
         self.model_path = Path(model_path) if model_path is not None else smollm2_gguf()
-        self.model = model_alias or (SMOLLM2_MODEL if model_path is None else self.model_path.stem)
+        self.model = model_alias or (_alias(backend) if model_path is None else self.model_path.stem)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         self.chat_format = chat_format
@@ -139,6 +162,13 @@ class LocalServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self) -> list[str]:
+        if self.backend == "parallel":
+            cmd = [self.python, "-m", "simlib.generate.parallel_server", "--model", str(self.model_path),
+                   "--model_alias", self.model, "--host", "127.0.0.1", "--port", str(self.port),
+                   "--slots", str(self.slots), "--n_threads", str(self.n_threads)]
+            if self.seed is not None:
+                cmd += ["--seed", str(self.seed)]
+            return cmd + self.extra_args
         cmd = [
             self.python, "-m", "llama_cpp.server",
             "--model", str(self.model_path),
@@ -194,7 +224,7 @@ class LocalServer:
             rc = self.proc.poll()
             if rc is not None:
                 raise LocalServerError(
-                    f"llama_cpp.server exited with code {rc} before answering; log tail ({self.log_path}):\n"
+                    f"{self._name()} exited with code {rc} before answering; log tail ({self.log_path}):\n"
                     + _tail(self.log_path)
                 )
             try:
@@ -206,10 +236,13 @@ class LocalServer:
                 pass
             if time.monotonic() > deadline:
                 raise LocalServerError(
-                    f"llama_cpp.server did not answer {url} within {self.startup_timeout:.0f}s; log tail:\n"
+                    f"{self._name()} did not answer {url} within {self.startup_timeout:.0f}s; log tail:\n"
                     + _tail(self.log_path)
                 )
             time.sleep(0.25)
+
+    def _name(self) -> str:
+        return "llama_cpp.server" if self.backend == "llama_cpp" else "simlib.generate.parallel_server"
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
