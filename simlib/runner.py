@@ -62,14 +62,28 @@ def tree_hash(root: Path, pattern: str = "**/*.py") -> str:
     return content_hash({str(p.relative_to(root)): file_hash(p) for p in sorted(root.glob(pattern))})
 
 
+def notebook_inputs(source: Path) -> list[str]:
+    """Files a notebook reads besides the config and the runs' caches, from its metadata
+    (``"simlib": {"inputs": [paths relative to the repository]}``), e.g. the benchmark results
+    the Performance chapter shows."""
+    meta = json.loads(source.read_text()).get("metadata", {}).get("simlib", {})
+    return list(meta.get("inputs", []))
+
+
 def notebook_key(source: Path, cfg: Config, upstream: list[str]) -> str:
-    return content_hash({
+    """What a notebook's output depends on: its source, the config, simlib's code, the data
+    registry, the keys of the notebooks before it and the files it declares as inputs."""
+    parts = {
         "notebook": file_hash(source),
         "config": cfg.to_dict(),
         "simlib": tree_hash(REPO_ROOT / "simlib", "**/*.py"),
         "registry": tree_hash(REPO_ROOT / "simlib", "**/*registry*.txt"),
         "upstream": upstream,
-    })
+    }
+    inputs = notebook_inputs(source)
+    if inputs:  # only then, so other notebooks' keys keep their form
+        parts["inputs"] = {p: file_hash(REPO_ROOT / p) if (REPO_ROOT / p).is_file() else None for p in inputs}
+    return content_hash(parts)
 
 
 def _state_path(out_dir: Path) -> Path:

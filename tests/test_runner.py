@@ -64,6 +64,28 @@ def test_editing_upstream_notebook_reruns_downstream(book):
     assert [r["status"] for r in _run(book, cfg).values()] == ["skipped", "ran"]
 
 
+def test_declared_input_file_reruns_only_its_notebook(book, monkeypatch):
+    """A notebook reading a file outside the caches (the Performance chapter's benchmark results)
+    declares it; a change of that file re-runs that notebook only."""
+    src, _ = book
+    root = src.parent
+    monkeypatch.setattr(runner, "REPO_ROOT", root)
+    (root / "results.json").write_text('{"speedup": 2}')
+    path = str(root / "results.json")
+    _notebook(src / "b.ipynb", f"import os\nprint(open({path!r}).read() if os.path.exists({path!r}) else 'none')")
+    nb = nbformat.read(src / "b.ipynb", as_version=4)
+    nb.metadata["simlib"] = {"inputs": ["results.json"]}
+    nbformat.write(nb, src / "b.ipynb")
+    cfg = config.load("smoke")
+    _run(book, cfg)
+    assert [r["status"] for r in _run(book, cfg).values()] == ["skipped", "skipped"]
+    (root / "results.json").write_text('{"speedup": 3}')
+    assert [r["status"] for r in _run(book, cfg).values()] == ["skipped", "ran"]
+    (root / "results.json").unlink()  # a missing input is an input state too
+    assert [r["status"] for r in _run(book, cfg).values()] == ["skipped", "ran"]
+    assert runner.notebook_inputs(src / "a.ipynb") == []
+
+
 def test_failing_notebook_names_itself_and_leaves_no_output(book):
     src, out = book
     cfg = config.load("smoke")
