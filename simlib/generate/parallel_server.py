@@ -203,21 +203,19 @@ class Engine:
         deferred: list[tuple[_Job, int]] = []
         while self.waiting and free:
             job, j = self.waiting.pop(0)
+            shared = [_common_prefix(c, job.prompt) for c in self.cached]  # what each slot's cache holds of it
             # A sequence still reading a prompt that shares more with this one than any cache does:
             # wait for it, then copy its prefix instead of reading the same tokens again.
-            cached_best = max(_common_prefix(c, job.prompt) for c in self.cached)
-            if any(s.n_past < len(s.job.prompt) and _common_prefix(s.job.prompt, job.prompt) > cached_best + 16
+            if any(s.n_past < len(s.job.prompt) and _common_prefix(s.job.prompt, job.prompt) > max(shared) + 16
                    for s in self.running.values()):
                 deferred.append((job, j))
                 continue
             # the free slot that already holds most of this prompt, else the least recently used
-            slot = max(free, key=lambda s: (_common_prefix(self.cached[s], job.prompt), -self.last_used[s]))
+            slot = max(free, key=lambda s: (shared[s], -self.last_used[s]))
             free.remove(slot)
-            src, keep = slot, _common_prefix(self.cached[slot], job.prompt)
-            for s in range(self.slots):
-                k = _common_prefix(self.cached[s], job.prompt)
-                if k > keep:
-                    src, keep = s, k
+            # copy from the slot holding most of it (the chosen slot itself when none holds more)
+            src = slot if shared[slot] == max(shared) else shared.index(max(shared))
+            keep = shared[src]
             keep = min(keep, len(job.prompt) - 1)  # feed at least one prompt token to get logits
             if src != slot:  # streams are copied whole; the tail is dropped below
                 self.L.llama_memory_seq_rm(self.mem, slot, -1, -1)

@@ -52,10 +52,14 @@ SMOLLM2_MODEL = "smollm2-135m-instruct"
 BACKENDS = ("parallel", "llama_cpp")
 
 
-def model_alias(backend: str = "parallel") -> str:
-    """The name SmolLM2 answers under on ``backend``: what requests carry and cache keys hash."""
+def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def model_alias(backend: str = "parallel") -> str:
+    """The name SmolLM2 answers under on ``backend``: what requests carry and cache keys hash."""
+    _check_backend(backend)
     return SMOLLM2_MODEL if backend == "llama_cpp" else f"{SMOLLM2_MODEL}-parallel"
 
 
@@ -136,8 +140,7 @@ class LocalServer:
         backend: str = "llama_cpp",
         slots: int = 8,
     ):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        _check_backend(backend)
         self.backend, self.slots = backend, (slots if backend == "parallel" else 1)
         self.model_path = Path(model_path) if model_path is not None else smollm2_gguf()
         self.model = model_alias or (_alias(backend) if model_path is None else self.model_path.stem)
