@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("logprob", "generate", "grpo", "pipeline")  # cheap-to-fail first, the summary last
+BENCHMARKS = ("logprob", "generate", "grpo", "allocator", "pipeline")  # cheap-to-fail first, the summary last
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latest.json"
 
 

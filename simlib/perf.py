@@ -49,7 +49,8 @@ def read_state(path: str | Path = STATE_FILE) -> dict[str, dict]:
 
 def notebook_times(state: dict[str, dict], names: list[str] | None = None, exclude: tuple[str, ...] = ()):
     """One row per notebook (in ``names`` order, default the toc's) that has been executed:
-    ``notebook, profile, seconds, minutes, peak_rss_mb``."""
+    ``notebook, profile, seconds, minutes, peak_rss_mb, allocator`` (the kernel's, see
+    :mod:`simlib.allocator`; ``system`` for runs recorded before the runner noted it)."""
     import pandas as pd
 
     if names is None:
@@ -57,9 +58,9 @@ def notebook_times(state: dict[str, dict], names: list[str] | None = None, exclu
 
         names = manifest()
     rows = [{"notebook": n, "profile": state[n].get("profile"), "seconds": float(state[n].get("seconds") or 0.0),
-             "peak_rss_mb": state[n].get("peak_rss_mb")}
+             "peak_rss_mb": state[n].get("peak_rss_mb"), "allocator": state[n].get("allocator", "system")}
             for n in names if n in state and n not in exclude]
-    df = pd.DataFrame(rows, columns=["notebook", "profile", "seconds", "peak_rss_mb"])
+    df = pd.DataFrame(rows, columns=["notebook", "profile", "seconds", "peak_rss_mb", "allocator"])
     df.insert(3, "minutes", df["seconds"] / 60)
     return df
 
@@ -127,6 +128,15 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
         for k, v in (ci.get("settings") or {}).items():
             rows.append((f"GRPO step of the ci profile, bf16, {k.removeprefix('ci_').replace('_', ' ')} (s)",
                          v.get("median_step_s"), "s"))
+    alloc = _result(results, "allocator")
+    if alloc and alloc.get("available"):
+        for w, label in (("grpo", "GRPO steps of the ci profile"), ("logprob", "log-prob scoring, Gemma 3 270M")):
+            r = (alloc.get("workloads") or {}).get(w) or {}
+            rows.append((f"allocator: {label}, tcmalloc vs glibc malloc (x)", r.get("speedup"), "x"))
+            faults = [(r.get(a) or {}).get("minor_faults") for a in ("system", "tcmalloc")]
+            if all(faults):
+                rows.append((f"allocator: {label}, page faults under glibc malloc / under tcmalloc (x)",
+                             round(faults[0] / faults[1], 2), "x"))
     pipe = _result(results, "pipeline")
     if pipe:
         rows += [("pipeline.total_min", (pipe.get("totals") or {}).get("total_min"), "min"),

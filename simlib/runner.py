@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from . import allocator
 from .cache import atomic_write_json, content_hash, file_hash
 from .config import REPO_ROOT, Config
 
@@ -197,7 +198,8 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
         atomic_write_json(_state_path(out_dir), state)
         t0 = time.perf_counter()
         try:
-            with PeakMemory() as mem:
+            # the kernel and the servers it starts use tcmalloc when installed (simlib.allocator)
+            with allocator.preloaded() as alloc, PeakMemory() as mem:
                 pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(REPO_ROOT),
                                     kernel_name="python3", progress_bar=False, log_output=False,
                                     request_save_on_cell_execute=False)
@@ -211,7 +213,8 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
         os.replace(tmp, out)
         seconds = round(time.perf_counter() - t0, 2)
         state[name] = {"key": key, "seconds": seconds, "profile": cfg.profile,
-                       "peak_rss_mb": round(mem.peak_bytes / 2**20, 1)}
+                       "peak_rss_mb": round(mem.peak_bytes / 2**20, 1),
+                       "allocator": allocator.label(alloc)}
         atomic_write_json(_state_path(out_dir), state)
         results[name] = {"status": "ran", "seconds": seconds, "peak_rss_mb": state[name]["peak_rss_mb"]}
         log(f"[simlib] {name}: done in {seconds:.1f} s (peak memory {state[name]['peak_rss_mb']:.0f} MB)")

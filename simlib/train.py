@@ -431,7 +431,8 @@ def _grpo_config(spec: TrainSpec, use_cpu: bool):
 
 
 def _trainer_class():
-    """``GRPOTrainer`` whose data order is a function of (seed, epoch), so resuming is exact.
+    """``GRPOTrainer`` whose data order is a function of (seed, epoch), so resuming is exact, and
+    whose bf16 rollouts cast the weights once per generation instead of once per token.
 
     TRL 1.16's ``RepeatSampler`` draws each epoch's permutation from one generator seeded once, and
     has no ``set_epoch``; a run resumed after its first epoch would restart that generator and replay
@@ -447,6 +448,17 @@ def _trainer_class():
                 self.generator.manual_seed(int(self.seed or 0) + 1_000_003 * int(epoch))
 
     class SimlibGRPOTrainer(GRPOTrainer):
+        def _generate_single_turn(self, *args, **kwargs):
+            # accelerate gives every forward its own autocast region, and autocast forgets its cast
+            # weights when a region ends: each decoding step cast all weights to bf16 again. One region
+            # around the whole generation casts them once (same casts, same tokens; 1.6x faster here).
+            if self.args.bf16 and not self.use_vllm:
+                import torch
+
+                with torch.autocast(device_type=self.accelerator.device.type, dtype=torch.bfloat16):
+                    return super()._generate_single_turn(*args, **kwargs)
+            return super()._generate_single_turn(*args, **kwargs)
+
         def _get_train_sampler(self, dataset=None):
             sampler = super()._get_train_sampler(dataset)
             if type(sampler) is RepeatSampler:

@@ -132,3 +132,19 @@ def test_grpo_quick(monkeypatch):
     assert {"setup", "settings", "step1_agreement", "speedup_vs_fp32_full", "reward"} <= set(r)
     assert set(r["settings"]) == {"fp32_full", "bf16_full", "fp32_lora", "bf16_lora"}
     assert all(s["median_step_s"] > 0 for s in r["settings"].values())
+
+
+@pytest.mark.slow
+def test_allocator_quick(monkeypatch):
+    _need_aitah()
+    from benchmarks import bench_allocator
+    from simlib import allocator
+
+    if allocator.find() is None:
+        assert bench_allocator.run(quick=True)["available"] is False
+        return
+    monkeypatch.setattr(bench_allocator, "WORKLOADS", ("logprob",))  # the cheap one: child processes load Gemma
+    r = bench_allocator.run(quick=True, threads=1)
+    w = r["workloads"]["logprob"]
+    assert w["same_results"] is True and w["speedup"] > 0
+    assert w["system"]["seconds"] > 0 and w["tcmalloc"]["minor_faults"] > 0

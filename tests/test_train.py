@@ -251,3 +251,43 @@ def test_run_dir_is_keyed_by_what_the_run_depends_on(tmp_path):
     assert len({o.output_dir for o in others} | {a.output_dir}) == 5
     # the number of steps may grow without leaving the folder (a run can be extended)
     assert run_dir(TrainSpec(seed=1, steps=9, output_dir=str(tmp_path)), "persona", PROMPTS, REFS).output_dir == a.output_dir
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, tiny_policy, monkeypatch):
+    """simlib's trainer wraps a whole bf16 generation in one autocast region (weights cast once, not
+    once per token); its rollouts must be token for token those of TRL's own trainer."""
+    import torch
+    from trl import GRPOTrainer
+
+    from simlib import train as train_mod
+
+    def rollouts(trainer_cls) -> list[str]:
+        monkeypatch.setattr(train_mod, "_trainer_class", lambda: trainer_cls)
+        spec = tiny_spec(tmp_path, tiny_policy, steps=2, bf16=True, max_completion_length=6,
+                         output_dir=str(tmp_path / trainer_cls.__name__), extra={"save_strategy": "no"})
+        seen: list[str] = []
+
+        def const(completions, post_id, **kw):
+            seen.extend(str(c) for c in completions)
+            return [float(len(str(c)) % 3) for c in completions]  # varied rewards: a real update
+
+        trainer = train_mod.build_trainer(spec, train_mod._records(PROMPTS[:2]), const,
+                                          train_mod._grpo_config(spec, use_cpu=True))
+        generate = trainer.model.generate
+
+        def watched(*a, **kw):
+            regions.append(torch.is_autocast_enabled("cpu"))
+            return generate(*a, **kw)
+
+        trainer.model.generate = watched
+        trainer.train()
+        return seen
+
+    regions: list[bool] = []
+    ours = rollouts(train_mod._trainer_class())
+    assert regions == [True, True]  # one region spans each of the two steps' generation
+    regions.clear()
+    theirs = rollouts(GRPOTrainer)
+    assert regions == [False, False]
+    assert len(ours) == 8 and ours == theirs
