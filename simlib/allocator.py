@@ -4,8 +4,9 @@ glibc's ``malloc`` serves every block above its mmap threshold (at most 32 MB, o
 with a fresh ``mmap`` and gives it back to the kernel on ``free``. A GRPO step allocates and frees
 such activation, gradient and logit tensors hundreds of times, so the kernel zeroes the same
 gigabytes again and again: measured here (``benchmarks/bench_allocator.py``, medians of 3), four
-GRPO steps of the ``ci`` profile took 5.3 million page faults and 32 s of system time out of 56 s;
-under tcmalloc, which keeps freed memory for reuse, 1.1 million faults, 12 s and 36 s (1.56x).
+GRPO steps of the ``ci`` profile took 5.3 million page faults and 32 s of system CPU time in 56 s
+of wall time; under tcmalloc, which keeps freed memory for reuse, 1.1 million faults, 12 s and 36 s
+(1.56x).
 Log-prob scoring does not gain (1.02x): it allocates little per batch. The allocator changes where
 tensors live, never what they hold: both runs computed the same rewards and log-probs.
 
