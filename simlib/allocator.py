@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes.util
 import os
-import sys
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -110,4 +109,3 @@ def active() -> str:
 if __name__ == "__main__":
     # `python -m simlib.allocator`: print what the runner would preload
     print(choice() or "system")
-    sys.exit(0)

@@ -451,7 +451,8 @@ def _trainer_class():
         def _generate_single_turn(self, *args, **kwargs):
             # accelerate gives every forward its own autocast region, and autocast forgets its cast
             # weights when a region ends: each decoding step cast all weights to bf16 again. One region
-            # around the whole generation casts them once (same casts, same tokens; 1.6x faster here).
+            # around the whole generation casts them once (same casts, same tokens; by hand, 8 replies of 24
+            # tokens from SmolLM2: 3.0 s -> 1.9 s).
             if self.args.bf16 and not self.use_vllm:
                 import torch
 
