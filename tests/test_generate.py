@@ -462,6 +462,39 @@ def test_smollm2_gguf_found():
     assert p.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and p.stat().st_size > 50_000_000
 
 
+def test_f16_copy_holds_the_shipped_weights(tmp_path, monkeypatch):
+    """The parallel server's 16-bit GGUF: the package's Q4_1 values, to within float16 rounding."""
+    pytest.importorskip("llama_cpp")
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFReader
+    from gguf.quants import dequantize
+
+    from simlib.generate.server import smollm2_gguf_f16
+
+    monkeypatch.setenv("SIMLIB_MODEL_CACHE", str(tmp_path))
+    f16 = smollm2_gguf_f16()
+    assert f16.parent == tmp_path / "gguf" and smollm2_gguf_f16() == f16  # written once, then reused
+    q = {t.name: t for t in GGUFReader(smollm2_gguf()).tensors}
+    h = {t.name: t for t in GGUFReader(f16).tensors}
+    assert q.keys() == h.keys()
+    checked = 0
+    for name in ("blk.0.attn_q.weight", "blk.29.ffn_down.weight", "token_embd.weight"):
+        assert q[name].tensor_type in (GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q8_0)
+        assert h[name].tensor_type == GGMLQuantizationType.F16
+        want = dequantize(q[name].data, q[name].tensor_type).astype(np.float32)
+        got = np.asarray(h[name].data, dtype=np.float32).reshape(want.shape)
+        assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
+        assert not np.array_equal(got, np.zeros_like(got))
+        checked += 1
+    assert checked == 3
+
+
+def test_local_server_default_weights():
+    par, one = LocalServer(backend="parallel"), LocalServer(backend="llama_cpp")
+    assert par.model_path.name == "SmolLM2-135M-Instruct.F16.gguf" and one.model_path == smollm2_gguf()
+    assert par.model != one.model  # different weights: their replies never share a cache key
+
+
 def _fake_llama_pkg(tmp_path: Path, main_body: str) -> Path:
     pkg = tmp_path / "fake" / "llama_cpp" / "server"
     pkg.mkdir(parents=True)
