@@ -35,6 +35,8 @@ optional bf16 autocast (``TrainSpec.bf16``; AVX-512-BF16 CPUs), ``report_to=[]``
 only costs time), progress bars off. ``prompts_per_step`` prompts x ``num_generations`` completions
 are generated and scored per device and step (TRL's ``per_device_train_batch_size`` counts
 completions, not prompts).
+The training pass reads each prompt once for its group of completions (``TrainSpec.share_prompt``,
+:func:`shared_prompt_logps`), on every device: TRL's reads it once per completion.
 
 Scale-out: several processes or GPUs
 ------------------------------------
@@ -72,6 +74,7 @@ process on dedicated GPUs. The reward encoder runs on each process's GPU. Anythi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -152,6 +155,9 @@ class TrainSpec:
     """Force the CPU; ``None`` = CPU exactly when no CUDA device is visible."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (memory for time; useful for 8B models)."""
+    share_prompt: bool = True
+    """Read each prompt once in the training forward and backward passes, for all its completions
+    (:func:`shared_prompt_logps`); False runs TRL's pass over prompt + completion for every one."""
     encoder: str = "minilm-l6"
     """BERTScore encoder of the reward (``microsoft/deberta-xlarge-mnli`` in the paper profile)."""
     reward_aggregate: str = "max"
@@ -430,6 +436,56 @@ def _grpo_config(spec: TrainSpec, use_cpu: bool):
     return GRPOConfig(**kwargs)
 
 
+def shared_prompt_logps(model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int,
+                        autocast: Any = contextlib.nullcontext) -> tuple[Any, Any] | None:
+    """Per-token log-probs and entropies of the completions, each distinct prompt read once.
+
+    A GRPO batch holds ``num_generations`` completions of each prompt, and TRL's training pass runs
+    the model (forward and backward) over prompt + completion for every one of them; with a prompt
+    of a few hundred tokens and completions of a few dozen, that is mostly the same prompt again.
+    Here the rows with the same prompt (ids and mask) read it once, its KV cache is repeated for
+    them, and only the completions run on top of it; gradients flow back through the repeated
+    cache into the one prompt pass. Positions are those of TRL's pass (0..L-1, left padding
+    included) and the log-probs come from TRL's fused head (temperature, soft-capping), so the
+    result is TRL's up to the order of floating-point sums (``tests/test_train.py``). Returns
+    ``(logps, entropies)``, each ``(batch, logits_to_keep)``, or None when no two rows share a
+    prompt or the prompt is a single token (then nothing is saved).
+    """
+    import torch
+
+    n, length = input_ids.shape
+    p = length - logits_to_keep
+    if p < 2:
+        return None
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(map(tuple, input_ids[:, :p].tolist()), map(tuple, attention_mask[:, :p].tolist()))):
+        groups.setdefault(key, []).append(i)
+    if len(groups) == n:
+        return None
+    pos = torch.arange(length, device=input_ids.device).unsqueeze(0)
+    logps, entropies, order = [], [], []
+    for rows in groups.values():
+        first, idx = rows[0], torch.tensor(rows, device=input_ids.device)
+        with autocast():
+            out = model(input_ids=input_ids[first:first + 1, :p - 1], attention_mask=attention_mask[first:first + 1, :p - 1],
+                        position_ids=pos[:, :p - 1], use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        cache.batch_repeat_interleave(len(rows))
+        # the last prompt token is fed again with the completion: its output predicts the first token
+        tail, mask = input_ids[idx, p - 1:], attention_mask[idx]
+        labels = tail.masked_fill(mask[:, p - 1:] == 0, -100)
+        labels[:, 0] = -100
+        with autocast():
+            res = model(input_ids=tail, attention_mask=mask, position_ids=pos[:, p - 1:].expand(len(rows), -1),
+                        cache=cache, labels=labels, fused_lm_head=True)
+        logps.append(res.log_probs)
+        entropies.append(res.entropy)
+        order += rows
+    back = torch.argsort(torch.tensor(order, device=input_ids.device))
+    ent = torch.cat(entropies)[back] if all(e is not None for e in entropies) else None
+    return torch.cat(logps)[back], ent
+
+
 def _trainer_class():
     """``GRPOTrainer`` whose data order is a function of (seed, epoch), so resuming is exact, and
     whose bf16 rollouts cast the weights once per generation instead of once per token.
@@ -448,6 +504,8 @@ def _trainer_class():
                 self.generator.manual_seed(int(self.seed or 0) + 1_000_003 * int(epoch))
 
     class SimlibGRPOTrainer(GRPOTrainer):
+        _simlib_share_prompt = True  # build_trainer sets it from TrainSpec.share_prompt
+
         def _generate_single_turn(self, *args, **kwargs):
             # accelerate gives every forward its own autocast region, and autocast forgets its cast
             # weights when a region ends: each decoding step cast all weights to bf16 again. One region
@@ -459,6 +517,17 @@ def _trainer_class():
                 with torch.autocast(device_type=self.accelerator.device.type, dtype=torch.bfloat16):
                     return super()._generate_single_turn(*args, **kwargs)
             return super()._generate_single_turn(*args, **kwargs)
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False, **extra):
+            # images, MoE losses and recomputed activations take TRL's path
+            if (self._simlib_share_prompt and not compute_aux_loss and all(v is None for v in extra.values())
+                    and not getattr(model, "is_gradient_checkpointing", False)):
+                res = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, self.accelerator.autocast)
+                if res is not None and (res[1] is not None or not compute_entropy):
+                    return res[0], (res[1] if compute_entropy else None), None
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, batch_size,
+                                                              compute_entropy, compute_aux_loss, **extra)
 
         def _get_train_sampler(self, dataset=None):
             sampler = super()._get_train_sampler(dataset)
@@ -493,6 +562,7 @@ def build_trainer(spec: TrainSpec, records: list[dict[str, Any]], reward: Any, a
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # log.jsonl is the record; no dicts printed per step
+    trainer._simlib_share_prompt = spec.share_prompt
     return trainer
 
 

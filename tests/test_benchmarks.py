@@ -124,14 +124,17 @@ def test_grpo_quick(monkeypatch):
 
     real = bench_grpo._train_setting
 
-    def tiny(bf16, lora, steps, n_prompts, n_gen, max_len, refs, prompts):  # 1 step of 4 tokens
-        return real(bf16, lora, 1, n_prompts, n_gen, 4, refs, prompts)
+    def tiny(bf16, lora, steps, n_prompts, n_gen, max_len, refs, prompts, share_prompt=True):  # 1 step of 4 tokens
+        return real(bf16, lora, 1, n_prompts, n_gen, 4, refs, prompts, share_prompt=share_prompt)
 
     monkeypatch.setattr(bench_grpo, "_train_setting", tiny)
     r = bench_grpo.run(quick=True, threads=1)
     assert {"setup", "settings", "step1_agreement", "speedup_vs_fp32_full", "reward"} <= set(r)
     assert set(r["settings"]) == {"fp32_full", "bf16_full", "fp32_lora", "bf16_lora"}
     assert all(s["median_step_s"] > 0 for s in r["settings"].values())
+    ci = r["ci_step"]
+    assert any(k.endswith("_trl_pass") for k in ci["settings"]) and ci["speedup_shared_prompt"] > 0
+    assert isinstance(ci["shared_prompt_same_step1_rewards"], bool)
 
 
 @pytest.mark.slow

@@ -264,7 +264,8 @@ def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, 
 
     def rollouts(trainer_cls) -> list[str]:
         monkeypatch.setattr(train_mod, "_trainer_class", lambda: trainer_cls)
-        spec = tiny_spec(tmp_path, tiny_policy, steps=2, bf16=True, max_completion_length=6,
+        # share_prompt off: the second step's rollouts must not differ by the order of gradient sums
+        spec = tiny_spec(tmp_path, tiny_policy, steps=2, bf16=True, max_completion_length=6, share_prompt=False,
                          output_dir=str(tmp_path / trainer_cls.__name__), extra={"save_strategy": "no"})
         seen: list[str] = []
 
@@ -291,3 +292,52 @@ def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, 
     theirs = rollouts(GRPOTrainer)
     assert regions == [False, False]
     assert len(ours) == 8 and ours == theirs
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_shared_prompt_pass_equals_trls_pass(tiny_policy, padded):
+    """Reading each prompt once (its cache repeated for its completions) gives TRL's per-token
+    log-probs, entropies and gradients: one prompt x 4 completions, and two left-padded prompts x 2
+    completions with right-padded completions."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from simlib.train import shared_prompt_logps
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_policy, dtype=torch.float32)
+    add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
+    P, C = 12, 5
+    if padded:
+        prompts = torch.randint(5, 1000, (2, P))
+        pmask = torch.ones(2, P, dtype=torch.long)
+        pmask[1, :4] = 0  # the shorter prompt is left-padded
+        prompts[1, :4] = 2
+        rows = [0, 1, 0, 1]
+    else:
+        prompts, pmask, rows = torch.randint(5, 1000, (1, P)), torch.ones(1, P, dtype=torch.long), [0, 0, 0, 0]
+    comp = torch.randint(5, 1000, (4, C))
+    cmask = torch.ones(4, C, dtype=torch.long)
+    cmask[2, 3:] = 0  # a completion that ended early
+    ids, mask = torch.cat([prompts[rows], comp], 1), torch.cat([pmask[rows], cmask], 1)
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :-C] = -100
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    ref_lp, ref_ent = out.log_probs[:, -C:], out.entropy[:, -C:]
+    ref_g = grads((ref_lp * cmask).sum() + ref_ent.sum())
+    lp, ent = shared_prompt_logps(model, ids, mask, C)
+    assert lp.shape == ref_lp.shape == ent.shape
+    assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(ent, ref_ent, atol=1e-5)
+    assert (lp[2, 3:] == 0).all() and (lp[2, :3] != 0).all()  # padding scored 0, as TRL scores it
+    got_g = grads((lp * cmask).sum() + ent.sum())
+    assert len(got_g) == len(ref_g) > 0
+    for a, b in zip(got_g, ref_g):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert shared_prompt_logps(model, ids[:2] if padded else ids[:1], mask[:2] if padded else mask[:1], C) is None

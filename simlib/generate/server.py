@@ -12,7 +12,8 @@ wait times out), and stops it on exit (SIGTERM, then SIGKILL after a grace perio
   decodes up to ``slots`` concurrent requests in one batch and shares their prompt prefix (send
   ``slots`` requests at once). It samples with llama-cpp-python's default chain, but a seed does
   not give the same text on both, so the two answer under different model names
-  (:func:`model_alias`) and their replies never share a cache key.
+  (:func:`model_alias`) and their replies never share a cache key. By default it serves the
+  16-bit copy of the shipped weights (:func:`smollm2_gguf_f16`), the other the shipped Q4_1 file.
 
 Notes for llama-cpp-python 0.3.36 (its own server):
 
