@@ -453,6 +453,8 @@ def shared_prompt_logps(model: Any, input_ids: Any, attention_mask: Any, logits_
     """
     import torch
 
+    from simlib.logprob import _out_cache
+
     n, length = input_ids.shape
     p = length - logits_to_keep
     if p < 2:
@@ -469,7 +471,7 @@ def shared_prompt_logps(model: Any, input_ids: Any, attention_mask: Any, logits_
         with autocast():
             out = model(input_ids=input_ids[first:first + 1, :p - 1], attention_mask=attention_mask[first:first + 1, :p - 1],
                         position_ids=pos[:, :p - 1], use_cache=True, logits_to_keep=1)
-        cache = getattr(out, "cache", None) or out.past_key_values
+        cache = _out_cache(out)
         cache.batch_repeat_interleave(len(rows))
         # the last prompt token is fed again with the completion: its output predicts the first token
         tail, mask = input_ids[idx, p - 1:], attention_mask[idx]
