@@ -59,6 +59,8 @@ def machine_info() -> dict[str, Any]:
     """What the numbers depend on: hardware, versions, date, commit, and how busy the machine was."""
     import psutil
 
+    from simlib.hardware import native_bf16
+
     def version(mod: str) -> str | None:
         try:
             from importlib.metadata import version as v
@@ -73,6 +75,7 @@ def machine_info() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "native_bf16": native_bf16("cpu"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": version("torch"),

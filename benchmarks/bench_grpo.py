@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from simlib import models  # noqa: F401  (offline environment)
+from simlib.hardware import cpu_flags
 
 POSTS = {
     "p1": ("AITA for refusing to lend my car to my sister after she crashed the last one?",
@@ -181,7 +182,7 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
         "setup": {"policy": "smollm2-135m", "encoder": "minilm-l6", "prompts_per_step": n_prompts,
                   "num_generations": n_gen, "max_completion_length": max_len, "steps": steps,
                   "torch_threads": torch.get_num_threads(), "quick": quick,
-                  "cpu_bf16": _cpu_has("avx512_bf16"), "cpu_amx": _cpu_has("amx_bf16")},
+                  "cpu_bf16": "avx512_bf16" in cpu_flags(), "cpu_amx": "amx_bf16" in cpu_flags()},
     }
     settings = {}
     for name, bf16, lora in (("fp32_full", False, False), ("bf16_full", True, False),
@@ -200,9 +201,11 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
                                   "bf16_full_vs_bf16_lora": agree("bf16_full", "bf16_lora")}
     base = settings["fp32_full"]["median_step_s"]
     results["speedup_vs_fp32_full"] = {k: round(base / v["median_step_s"], 2) for k, v in settings.items()}
-    # The ci profile's own step: one long real post, bf16, read whole (2000 characters) or cut as
-    # the profile cuts it (policy_max_post_chars); prompt length is what the short prompts above hide.
+    # The ci profile's own step: one long real post, in the profile's precision on this machine (bf16
+    # autocast where it is native), read whole (2000 characters) or cut as the profile cuts it
+    # (policy_max_post_chars); prompt length is what the short prompts above hide.
     cut = config_value("ci", "policy_max_post_chars")
+    ci_bf16 = config_value("ci", "resolved_bf16")()
     ci_gen, ci_len = (2, 8) if quick else (config_value("ci", "num_generations"), config_value("ci", "max_completion_length"))
     # The cut post once more with TRL's own training pass (prompt + completion for every completion)
     # instead of simlib's, which reads the prompt once per group (TrainSpec.share_prompt).
@@ -210,10 +213,10 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
     for name, chars, share in (("ci_post_2000_chars", 2000, True), (f"ci_post_{cut}_chars", cut, True),
                                (f"ci_post_{cut}_chars_trl_pass", cut, False)):
         p, r = _real_prompts(1, chars)
-        posts[name] = _train_setting(True, False, 2 if quick else steps, 1, ci_gen, ci_len, r, p, share_prompt=share)
+        posts[name] = _train_setting(ci_bf16, False, 2 if quick else steps, 1, ci_gen, ci_len, r, p, share_prompt=share)
         posts[name].pop("_step1")
     shared, trl = posts[f"ci_post_{cut}_chars"], posts[f"ci_post_{cut}_chars_trl_pass"]
-    results["ci_step"] = {"settings": posts, "bf16": True, "num_generations": ci_gen, "max_completion_length": ci_len,
+    results["ci_step"] = {"settings": posts, "bf16": ci_bf16, "num_generations": ci_gen, "max_completion_length": ci_len,
                           "speedup_cut_vs_whole": round(posts["ci_post_2000_chars"]["median_step_s"]
                                                         / shared["median_step_s"], 2),
                           "speedup_shared_prompt": round(trl["median_step_s"] / shared["median_step_s"], 2),
@@ -226,14 +229,6 @@ def config_value(profile: str, name: str):
     from simlib import config
 
     return getattr(config.load(profile), name)
-
-
-def _cpu_has(flag: str) -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return any(flag in line.split() for line in fh if line.startswith("flags"))
-    except OSError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,9 @@ class Config:
     learning_rate: float = _f(1e-5, "Learning rate of GRPO.")
     max_completion_length: int = _f(48, "Maximum new tokens of a GRPO completion.")
     use_lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
-    bf16: bool = _f(False, "bf16 autocast during GRPO (CPUs with AVX-512-BF16, GPUs).")
+    bf16: bool = _f(False, "bf16 autocast during GRPO: true, false, or auto (true where the training device "
+                           "computes bfloat16 natively: GPUs, CPUs with AVX-512-BF16 or AMX; see "
+                           "simlib.hardware).", auto=True)
     prompts_per_step: int = _f(1, "Prompts per GRPO step (each with num_generations completions).")
     policy_max_post_chars: int = _f(0, "Truncate posts in the policy's prompts (GRPO, evaluation) to this many "
                                        "characters; 0 = max_post_chars. On a CPU the prompt is most of a step's cost.")
@@ -94,10 +96,12 @@ class Config:
     max_response_tokens: int = _f(128, "Responses are cut to this many tokens before scoring.")
     # --- local inference ---------------------------------------------------------------
     inference_dtype: str = _f("float32", "Weight dtype of the local transformers models when they only infer (own "
-                                         "samples, log-prob scoring, hidden features, policy evaluation): float32 or "
-                                         "bfloat16. bfloat16 halves the memory traffic that bounds a small model on a "
-                                         "CPU (AVX-512-BF16) and on GPUs; log-softmax stays float32. GRPO keeps "
-                                         "float32 weights (see bf16).", choices=("float32", "bfloat16"))
+                                         "samples, log-prob scoring, hidden features, policy evaluation): float32, "
+                                         "bfloat16, or auto (bfloat16 where the CPU computes it natively, AVX-512-BF16 "
+                                         "or AMX, else float32). bfloat16 halves the memory traffic that bounds a "
+                                         "small model; emulated (AVX2 only) it reads prompts 5x slower. Log-softmax "
+                                         "stays float32. GRPO keeps float32 weights (see bf16).",
+                                         choices=("float32", "bfloat16", "auto"))
 
     def __post_init__(self) -> None:
         self._coerce_types()
@@ -129,8 +133,8 @@ class Config:
         need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         need(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
-        need(self.inference_dtype in ("float32", "bfloat16"),
-             f"inference_dtype must be float32 or bfloat16, got {self.inference_dtype!r}")
+        need(self.inference_dtype in ("float32", "bfloat16", "auto"),
+             f"inference_dtype must be float32, bfloat16 or auto, got {self.inference_dtype!r}")
         need(self.local_server in ("parallel", "llama_cpp"),
              f"local_server must be parallel or llama_cpp, got {self.local_server!r}")
         need(self.reward_aggregate in ("max", "mean"), f"reward_aggregate must be max or mean, got {self.reward_aggregate!r}")
@@ -157,6 +161,9 @@ class Config:
         for f in fields(self):
             value = getattr(self, f.name)
             try:
+                if f.metadata.get("auto") and isinstance(value, str) and value.lower() == "auto":
+                    setattr(self, f.name, "auto")
+                    continue
                 value = _coerce(value, f.type, f.name)
                 if "item" in f.metadata:  # e.g. "--set grpo_seeds=1,2" gives strings
                     value = [_coerce(v, f.metadata["item"], f.name) for v in value]
@@ -175,6 +182,22 @@ class Config:
         p = base.joinpath(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
+
+    def resolved_inference_dtype(self) -> str:
+        """``inference_dtype`` with ``auto`` decided for this machine's CPU (simlib.hardware)."""
+        if self.inference_dtype != "auto":
+            return self.inference_dtype
+        from .hardware import native_bf16
+
+        return "bfloat16" if native_bf16("cpu") else "float32"
+
+    def resolved_bf16(self) -> bool:
+        """``bf16`` with ``auto`` decided for the device GRPO trains on (simlib.hardware)."""
+        if self.bf16 != "auto":
+            return bool(self.bf16)
+        from .hardware import native_bf16, training_device
+
+        return native_bf16(training_device())
 
     def resolved_data_dir(self) -> str | None:
         return self.data_dir or os.environ.get("SIMLIB_DATA_DIR") or None

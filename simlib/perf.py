@@ -88,6 +88,15 @@ def _result(results: dict, name: str) -> dict | None:
     return b.get("result") if b.get("status") == "ok" else None
 
 
+def grpo_ci_precision(results: dict | None) -> str | None:
+    """"bf16 autocast" or "float32": how the benchmark ran the ci profile's GRPO step (the profile's
+    ``bf16: auto`` decided on the benchmark's machine; runs before that field record bf16)."""
+    ci = (_result(results or {}, "grpo") or {}).get("ci_step")
+    if not ci:
+        return None
+    return "bf16 autocast" if ci.get("bf16", True) else "float32"
+
+
 def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
     """``(measure id or label, value, unit)`` for the numbers worth a row, from a results dict."""
     rows: list[tuple[str, float | None, str]] = []
@@ -126,7 +135,7 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
             rows.append((f"GRPO step, {k.replace('_', ' ')} (s)", v.get("median_step_s"), "s"))
         ci = grpo.get("ci_step") or {}
         for k, v in (ci.get("settings") or {}).items():
-            rows.append((f"GRPO step of the ci profile, bf16, {k.removeprefix('ci_').replace('_', ' ')} (s)",
+            rows.append((f"GRPO step of the ci profile, {k.removeprefix('ci_').replace('_', ' ')} (s)",
                          v.get("median_step_s"), "s"))
         rows.append(("GRPO step of the ci profile: TRL's training pass / prompt read once per group (x)",
                      ci.get("speedup_shared_prompt"), "x"))
@@ -195,11 +204,12 @@ def benchmark_table(results: dict | None):
 
 
 def machine_line(results: dict | None) -> str:
-    """``AMD EPYC, 2 cores, 23 GB RAM; load average 2.6 at start; 2026-11-25; commit 0563616``."""
+    """``AMD EPYC, 2 cores, 23 GB RAM, native bfloat16; load average 2.6 at start; 2026-11-25; commit 0563616``."""
     if not results:
         return "none recorded yet"
     m = results.get("machine") or {}
-    parts = [f"{m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores, {m.get('ram_gb', '?')} GB RAM"]
+    parts = [f"{m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores, {m.get('ram_gb', '?')} GB RAM"
+             + {True: ", native bfloat16", False: ", no native bfloat16"}.get(m.get("native_bf16"), "")]
     if m.get("loadavg_start") is not None:
         parts.append(f"load average {m['loadavg_start'][0]:.1f} at start, {m.get('loadavg_end', [float('nan')])[0]:.1f} at end")
     parts.append(str(m.get("date", "?"))[:10])

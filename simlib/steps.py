@@ -29,7 +29,7 @@ def _code_hash(*parts: str) -> str:
 def _dtype_key(cfg: Config) -> dict:
     from .logprob import precision_key
 
-    return precision_key(cfg.inference_dtype)
+    return precision_key(cfg.resolved_inference_dtype())
 
 
 def _dump_stamp(paths: list) -> list:
@@ -246,7 +246,7 @@ def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None,
     if todo:
         from .models import load_causal_lm
 
-        tok, model = load_causal_lm(model_name, dtype=cfg.inference_dtype)
+        tok, model = load_causal_lm(model_name, dtype=cfg.resolved_inference_dtype())
         for post_id, prompt in todo:  # one post at a time: each is stored as soon as it is sampled
             texts = sample_own([prompt], tok, model, n=n, max_new_tokens=cfg.max_tokens,
                                temperature=cfg.temperature, seed=cfg.seed, stop_strings=["\n\n"])[0]
@@ -271,7 +271,7 @@ def logprob_scores(cfg: Config, table: pd.DataFrame, posts: pd.DataFrame, scorer
             for i, r in zip(table.index, table.itertuples())]
     scored = score_cached(reqs, cfg.path("logprob", f"{scorer.replace('/', '_')}.jsonl"), scorer,
                           max_response_tokens=cfg.max_response_tokens, batch_size=cfg.logprob_batch_size,
-                          dtype=cfg.inference_dtype)
+                          dtype=cfg.resolved_inference_dtype())
     out = table.copy()
     out["scorer"] = scorer
     out["mean_logprob"] = [s["mean_logprob"] for s in scored]
@@ -291,7 +291,7 @@ def hidden_features(cfg: Config, texts: list[str], model_name: str) -> np.ndarra
     path = cfg.path("hidden", f"{key}.npy")
     if path.exists():
         return np.load(path)
-    tok, model = load_causal_lm(model_name, dtype=cfg.inference_dtype)
+    tok, model = load_causal_lm(model_name, dtype=cfg.resolved_inference_dtype())
     feats = mean_pooled_hidden(texts, tok, model)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, feats)
@@ -341,7 +341,7 @@ def train_spec(cfg: Config, seed: int):
     return TrainSpec(policy=cfg.policy, seed=seed, steps=cfg.grpo_steps, num_generations=cfg.num_generations,
                      prompts_per_step=cfg.prompts_per_step, beta=cfg.beta, loss_type=cfg.loss_type,
                      learning_rate=cfg.learning_rate, max_completion_length=cfg.max_completion_length,
-                     use_lora=cfg.use_lora, bf16=cfg.bf16, encoder=cfg.encoder,
+                     use_lora=cfg.use_lora, bf16=cfg.resolved_bf16(), encoder=cfg.encoder,
                      reward_aggregate=cfg.reward_aggregate, output_dir=str(cfg.path("grpo", "x").parent))
 
 
@@ -375,6 +375,6 @@ def evaluation(cfg: Config, model: str, tag: str, test_prompts: pd.DataFrame, re
         return json.loads(path.read_text())
     res = evaluate(model, test_prompts, refs["real"], refs["synthetic"], n=cfg.eval_samples,
                    max_new_tokens=cfg.max_completion_length, seed=seed, encoder=cfg.encoder,
-                   aggregate=cfg.reward_aggregate, dtype=cfg.inference_dtype)
+                   aggregate=cfg.reward_aggregate, dtype=cfg.resolved_inference_dtype())
     atomic_write_json(path, res)
     return res

@@ -64,6 +64,16 @@ def test_runner_table_and_json(tmp_path, monkeypatch):
     data["quick"] = True
     assert set(perf.benchmark_table(data)["met"]) <= {"not judged (quick)", "", "no"}
     assert "cores" in perf.machine_line(data)
+    assert isinstance(m["native_bf16"], bool)
+    assert ("no native bfloat16" in perf.machine_line(data)) is (not m["native_bf16"])
+
+
+@pytest.mark.parametrize("bf16,expected", [(True, "bf16 autocast"), (False, "float32"), (None, "bf16 autocast")])
+def test_grpo_ci_precision_reads_the_run(bf16, expected):
+    ci = {"settings": {}} if bf16 is None else {"settings": {}, "bf16": bf16}  # None: a run before the field
+    results = {"benchmarks": {"grpo": {"status": "ok", "result": {"ci_step": ci}}}}
+    assert perf.grpo_ci_precision(results) == expected
+    assert perf.grpo_ci_precision({"benchmarks": {}}) is None
 
 
 def test_perf_tables_from_state(tmp_path):

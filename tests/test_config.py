@@ -42,13 +42,43 @@ def test_unknown_name_lists_valid_names_and_suggests():
     ("n_posts", "ten", "parameter n_posts"),
     ("n_posts", 2.5, "expected an integer"),
     ("use_lora", "maybe", "expected true/false"),
-    ("inference_dtype", "float16", "inference_dtype must be float32 or bfloat16"),
+    ("inference_dtype", "float16", "inference_dtype must be float32, bfloat16 or auto"),
+    ("bf16", "sometimes", "parameter bf16: expected true/false"),
     ("local_server", "vllm", "local_server must be parallel or llama_cpp"),
 ])
 def test_bad_values_fail_quoting_the_value(name, value, fragment):
     with pytest.raises(ConfigError, match=None) as exc:
         config.load("ci", {name: value})
     assert fragment in str(exc.value)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_hardware(monkeypatch, native):
+    """``auto`` means bfloat16 only where the device computes it natively; explicit values win."""
+    from simlib import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": native)
+    cfg = config.load("ci", {"bf16": "auto", "inference_dtype": "auto"})
+    assert cfg.bf16 == "auto" and cfg.inference_dtype == "auto"
+    assert cfg.resolved_bf16() is native
+    assert cfg.resolved_inference_dtype() == ("bfloat16" if native else "float32")
+    fixed = config.load("ci", {"bf16": "false", "inference_dtype": "bfloat16"})
+    assert fixed.resolved_bf16() is False and fixed.resolved_inference_dtype() == "bfloat16"
+
+
+def test_cpu_flags_read_x86_and_arm_lines(tmp_path):
+    from simlib.hardware import BF16_FLAGS, cpu_flags
+
+    x86 = tmp_path / "x86"
+    x86.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+                   "flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16\n")
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("flags\t\t: fpu sse avx2 fma\n")
+    assert "avx512_bf16" in cpu_flags(str(x86)) and "bf16" in cpu_flags(str(arm))
+    assert not cpu_flags(str(avx2)) & BF16_FLAGS
+    assert cpu_flags(str(tmp_path / "missing")) == set()
 
 
 def test_scorer_must_not_be_generator():
