@@ -6,8 +6,8 @@ first) that runs a workload and reports its wall time, minor page faults and sys
 (``getrusage``, the workload alone: imports and model loading excluded). Medians over repetitions
 and their ratio are reported, with a check that both allocators computed the same numbers.
 
-* ``grpo``: GRPO steps of the ``ci`` profile (a real post cut to ``policy_max_post_chars``, bf16
-  autocast, ``num_generations`` x ``max_completion_length``); the median step after the first.
+* ``grpo``: GRPO steps of the ``ci`` profile (a real post cut to ``policy_max_post_chars``, the
+  profile's precision on this machine, ``num_generations`` x ``max_completion_length``); the median step after the first.
 * ``logprob``: prefix-shared scoring of real replies with Gemma 3 270M in the ``ci`` profile's
   ``inference_dtype`` (262k-token vocabulary: the largest logits of the book).
 
@@ -45,7 +45,7 @@ def _grpo(quick: bool) -> tuple[dict, Any]:
     from trl import GRPOConfig, GRPOTrainer  # noqa: F401  (their import cost stays out of the timing)
 
     t0 = _usage()
-    res = _train_setting(True, False, steps, 1, n_gen, max_len, refs, prompts)
+    res = _train_setting(config_value("ci", "resolved_bf16")(), False, steps, 1, n_gen, max_len, refs, prompts)
     t1 = _usage()
     res.pop("_step1")
     return {"seconds": t1[0] - t0[0], "minor_faults": t1[1] - t0[1], "system_s": t1[2] - t0[2],
@@ -59,7 +59,7 @@ def _logprob(quick: bool) -> tuple[dict, Any]:
     from simlib.models import load_causal_lm
 
     n_posts, n_replies = (1, 4) if quick else (2, 8)
-    tok, model = load_causal_lm("gemma3-270m", dtype=load("ci").inference_dtype)
+    tok, model = load_causal_lm("gemma3-270m", dtype=load("ci").resolved_inference_dtype())
     reqs = []
     for t in load_threads(n_posts, n_replies, min_body_chars=400):
         prompt = build_prompt(t["title"], t["body"], "AITAH", tok, max_post_chars=1200)
