@@ -36,16 +36,16 @@ def _usage() -> tuple[float, int, float]:
 
 
 def _grpo(quick: bool) -> tuple[dict, Any]:
-    from benchmarks.bench_grpo import _real_prompts, _train_setting, config_value
+    from benchmarks.bench_grpo import _real_prompts, _train_setting
+    from simlib import config
 
-    chars = config_value("ci", "policy_max_post_chars")
-    n_gen, max_len, steps = (2, 8, 2) if quick else (config_value("ci", "num_generations"),
-                                                      config_value("ci", "max_completion_length"), 4)
-    prompts, refs = _real_prompts(1, chars)
+    ci = config.load("ci")
+    n_gen, max_len, steps = (2, 8, 2) if quick else (ci.num_generations, ci.max_completion_length, 4)
+    prompts, refs = _real_prompts(1, ci.policy_max_post_chars)
     from trl import GRPOConfig, GRPOTrainer  # noqa: F401  (their import cost stays out of the timing)
 
     t0 = _usage()
-    res = _train_setting(config_value("ci", "resolved_bf16")(), False, steps, 1, n_gen, max_len, refs, prompts)
+    res = _train_setting(ci.resolved_bf16(), False, steps, 1, n_gen, max_len, refs, prompts)
     t1 = _usage()
     res.pop("_step1")
     return {"seconds": t1[0] - t0[0], "minor_faults": t1[1] - t0[1], "system_s": t1[2] - t0[2],

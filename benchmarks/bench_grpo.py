@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import Any
 
-from simlib import models  # noqa: F401  (offline environment)
+from simlib import config, models  # noqa: F401  (models: offline environment)
 from simlib.hardware import cpu_flags
 
 POSTS = {
@@ -95,7 +95,7 @@ def _step_timer():
 def _real_prompts(n_prompts: int, chars: int) -> tuple[list, dict]:
     """The policy's prompts for ``n_prompts`` real AITAH posts (the ``smoke`` profile's), posts cut
     to ``chars`` characters, with their real replies as references: a ``ci`` profile GRPO step."""
-    from simlib import config, steps
+    from simlib import steps
 
     cfg = config.load("smoke", {"policy_max_post_chars": chars, "max_post_chars": max(chars, 5)})
     real, _ = steps.real_responses(cfg)
@@ -178,11 +178,12 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
         torch.set_num_threads(threads)
     n_prompts, n_gen, max_len, steps = (2, 2, 8, 3) if quick else (4, 4, 32, 6)
     prompts, refs = _data(n_prompts)
+    flags = cpu_flags()
     results: dict[str, Any] = {
         "setup": {"policy": "smollm2-135m", "encoder": "minilm-l6", "prompts_per_step": n_prompts,
                   "num_generations": n_gen, "max_completion_length": max_len, "steps": steps,
                   "torch_threads": torch.get_num_threads(), "quick": quick,
-                  "cpu_bf16": "avx512_bf16" in cpu_flags(), "cpu_amx": "amx_bf16" in cpu_flags()},
+                  "cpu_bf16": "avx512_bf16" in flags, "cpu_amx": "amx_bf16" in flags},
     }
     settings = {}
     for name, bf16, lora in (("fp32_full", False, False), ("bf16_full", True, False),
@@ -204,9 +205,9 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
     # The ci profile's own step: one long real post, in the profile's precision on this machine (bf16
     # autocast where it is native), read whole (2000 characters) or cut as the profile cuts it
     # (policy_max_post_chars); prompt length is what the short prompts above hide.
-    cut = config_value("ci", "policy_max_post_chars")
-    ci_bf16 = config_value("ci", "resolved_bf16")()
-    ci_gen, ci_len = (2, 8) if quick else (config_value("ci", "num_generations"), config_value("ci", "max_completion_length"))
+    ci = config.load("ci")
+    cut, ci_bf16 = ci.policy_max_post_chars, ci.resolved_bf16()
+    ci_gen, ci_len = (2, 8) if quick else (ci.num_generations, ci.max_completion_length)
     # The cut post once more with TRL's own training pass (prompt + completion for every completion)
     # instead of simlib's, which reads the prompt once per group (TrainSpec.share_prompt).
     posts = {}
@@ -223,12 +224,6 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
                           "shared_prompt_same_step1_rewards": shared["reward_mean"][:1] == trl["reward_mean"][:1]}
     results["reward"] = _reward_bench(step1["fp32_full"], refs, repeats=3 if quick else 5)
     return results
-
-
-def config_value(profile: str, name: str):
-    from simlib import config
-
-    return getattr(config.load(profile), name)
 
 
 def main(argv: list[str] | None = None) -> int:

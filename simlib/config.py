@@ -84,9 +84,9 @@ class Config:
     learning_rate: float = _f(1e-5, "Learning rate of GRPO.")
     max_completion_length: int = _f(48, "Maximum new tokens of a GRPO completion.")
     use_lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
-    bf16: bool = _f(False, "bf16 autocast during GRPO: true, false, or auto (true where the training device "
-                           "computes bfloat16 natively: GPUs, CPUs with AVX-512-BF16 or AMX; see "
-                           "simlib.hardware).", auto=True)
+    bf16: bool | str = _f(False, "bf16 autocast during GRPO: true, false, or auto (true where the training "
+                                 "device computes bfloat16 natively: GPUs, CPUs with AVX-512-BF16 or AMX; see "
+                                 "simlib.hardware; resolved_bf16() decides it).", auto=bool)
     prompts_per_step: int = _f(1, "Prompts per GRPO step (each with num_generations completions).")
     policy_max_post_chars: int = _f(0, "Truncate posts in the policy's prompts (GRPO, evaluation) to this many "
                                        "characters; 0 = max_post_chars. On a CPU the prompt is most of a step's cost.")
@@ -161,10 +161,11 @@ class Config:
         for f in fields(self):
             value = getattr(self, f.name)
             try:
-                if f.metadata.get("auto") and isinstance(value, str) and value.lower() == "auto":
+                # auto=T: the field holds "auto" or a value of type T (its annotation says T | str)
+                if "auto" in f.metadata and isinstance(value, str) and value.lower() == "auto":
                     setattr(self, f.name, "auto")
                     continue
-                value = _coerce(value, f.type, f.name)
+                value = _coerce(value, f.metadata.get("auto", f.type), f.name)
                 if "item" in f.metadata:  # e.g. "--set grpo_seeds=1,2" gives strings
                     value = [_coerce(v, f.metadata["item"], f.name) for v in value]
                 setattr(self, f.name, value)

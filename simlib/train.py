@@ -393,6 +393,13 @@ def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return max(ckpts)[1] if ckpts else None
 
 
+def _use_cpu(spec: TrainSpec) -> bool:
+    # the one device rule, shared with Config.resolved_bf16 (simlib.hardware.training_device)
+    from simlib.hardware import training_device
+
+    return spec.use_cpu if spec.use_cpu is not None else training_device() == "cpu"
+
+
 def _grpo_config(spec: TrainSpec, use_cpu: bool):
     from trl import GRPOConfig
 
@@ -543,12 +550,11 @@ def _trainer_class():
 def build_trainer(spec: TrainSpec, records: list[dict[str, Any]], reward: Any, args: Any = None,
                   callbacks: Sequence[Any] = ()):
     """The ``GRPOTrainer`` of a run (policy, LoRA, reward, dataset), without resuming or saving."""
-    import torch
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
 
     if args is None:
-        args = _grpo_config(spec, spec.use_cpu if spec.use_cpu is not None else not torch.cuda.is_available())
+        args = _grpo_config(spec, _use_cpu(spec))
     peft_config = None
     if spec.use_lora:
         from peft import LoraConfig
@@ -578,7 +584,6 @@ def train(spec: TrainSpec, prompts_df: Any, references: Mapping[Any, Sequence[st
     same spec and data is not redone; an interrupted one resumes from its last checkpoint.
     ``callbacks``: extra ``transformers.TrainerCallback`` objects.
     """
-    import torch
 
     out = Path(spec.output_dir)
     final = out / "final"
@@ -611,7 +616,7 @@ def train(spec: TrainSpec, prompts_df: Any, references: Mapping[Any, Sequence[st
 
     from accelerate import PartialState
 
-    use_cpu = spec.use_cpu if spec.use_cpu is not None else not torch.cuda.is_available()
+    use_cpu = _use_cpu(spec)
     args = _grpo_config(spec, use_cpu)
     state = PartialState()
     ckpt = last_checkpoint(out)

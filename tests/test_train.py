@@ -190,6 +190,17 @@ def test_spec_validation():
     assert TrainSpec.from_dict(TrainSpec(steps=7).to_dict()) == TrainSpec(steps=7)
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_training_device_rule_is_the_one_of_simlib_hardware(monkeypatch, device):
+    # train.py and Config.resolved_bf16 must agree on where GRPO trains
+    from simlib import hardware, train
+
+    monkeypatch.setattr(hardware, "training_device", lambda: device)
+    assert train._use_cpu(TrainSpec()) is (device == "cpu")
+    assert train._use_cpu(TrainSpec(use_cpu=True)) is True  # an explicit spec wins
+    assert train._use_cpu(TrainSpec(use_cpu=False)) is False
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
