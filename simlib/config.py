@@ -93,6 +93,9 @@ class Config:
     eval_samples: int = _f(4, "Replies sampled per test post when evaluating a policy before/after GRPO.")
     # --- log-prob ----------------------------------------------------------------------
     logprob_batch_size: int = _f(16, "Responses scored per forward pass.")
+    sample_rows: int = _f(96, "Sequences decoded together when a local model samples (the scorer's own samples, "
+                              "policy evaluation; simlib.sampling). On a CPU a decoding step costs about the "
+                              "time to read the weights, so more rows per step are nearly free, up to memory.")
     max_response_tokens: int = _f(128, "Responses are cut to this many tokens before scoring.")
     # --- local inference ---------------------------------------------------------------
     inference_dtype: str = _f("float32", "Weight dtype of the local transformers models when they only infer (own "
@@ -123,7 +126,7 @@ class Config:
              f"got {self.max_responses} < {self.min_responses}")
         for name in ("min_responses", "max_responses", "n_samples", "max_tokens", "concurrency",
                      "n_per_group", "grpo_steps", "seed_examples", "max_completion_length", "prompts_per_step", "eval_samples", "logprob_batch_size",
-                     "max_response_tokens"):
+                     "sample_rows", "max_response_tokens"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
         need(self.num_generations >= 2, f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}")
         need(0 < self.train_frac < 1, f"train_frac must be in (0, 1), got {self.train_frac}")

@@ -670,49 +670,35 @@ def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
 # ------------------------------------------------------------------------------- sampling
 def sample_own(prompts: Iterable[str], tokenizer, model, n: int = 4, max_new_tokens: int = 128,
                temperature: float = 1.0, seed: int = 0, top_p: float = 1.0,
-               stop_strings: Sequence[str] | None = None, device=None) -> list[list[str]]:
+               stop_strings: Sequence[str] | None = None, max_rows: int = 96) -> list[list[str]]:
     """``n`` replies sampled from the scorer itself for each prompt (the "own outputs" reference).
 
     Plain ancestral sampling at ``temperature`` (``top_k`` off, ``top_p=1`` unless given), from
     the same token ids :func:`score` conditions on (:func:`encode_prompt`), stopping at the
-    model's EOS or after ``max_new_tokens``; the prompt is read once and its KV cache repeated
-    ``n`` times. Each prompt's samples are seeded by ``hash(seed, prompt)``, inside
-    ``torch.random.fork_rng`` (the global RNG is left untouched), so they do not depend on the
-    other prompts in the list or on call order. Texts are decoded
+    model's EOS or after ``max_new_tokens``. Prompts are decoded together, up to ``max_rows``
+    sequences at a time, each prompt read once (:func:`simlib.sampling.sample`); each prompt's
+    samples are drawn from a generator seeded by ``hash(seed, prompt)``, so they do not depend on
+    the other prompts in the list, on call order or on the global RNG. Texts are decoded
     with ``skip_special_tokens=True`` and cut before the first of ``stop_strings`` if given (a base
     model such as Gemma 3 270M may write past one comment; e.g. ``stop_strings=["\\n\\n"]``).
     """
-    import torch
+    from .sampling import batches, eos_ids, sample
 
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    prompts = list(prompts)
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    seeds = [int(content_hash([seed, p]), 16) % (2**63 - 1) for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[list[str]] = []
-    for prompt in prompts:
-        ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=dev)
-        s = int(content_hash([seed, prompt]), 16) % (2**63 - 1)
-        devices = [dev] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            # The prompt is read once and its cache copied n times, instead of n copies of the
-            # prompt being read (what num_return_sequences does); sampling is unchanged.
-            kw: dict = {"num_return_sequences": n}
-            cache = None
-            if n > 1 and ids.shape[1] > 1:
-                keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-                cache = _out_cache(model(input_ids=ids[:, :-1], use_cache=True, **keep))
-            if cache is not None and hasattr(cache, "batch_repeat_interleave"):
-                cache.batch_repeat_interleave(n)
-                ids = ids.repeat(n, 1)
-                kw = {_cache_kw(model): cache}
-            torch.manual_seed(s)
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 do_sample=True, temperature=temperature, top_k=0, top_p=top_p,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad, **kw)
-        texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
-        if stop_strings:
-            cut = []
-            for t in texts:
-                pos = [t.find(x) for x in stop_strings if x and t.find(x) >= 0]
-                cut.append(t[: min(pos)] if pos else t)
-            texts = cut
-        out.append(texts)
+    out: list[list[str]] = [[] for _ in prompts]
+    for group in batches([len(i) for i in ids], n, max_rows):
+        toks = sample(model, [ids[i] for i in group], [seeds[i] for i in group], n=n,
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                      eos_token_ids=eos_ids(model, tokenizer), pad_token_id=pad)
+        for i, rows in zip(group, toks):
+            texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+            out[i] = [_cut(t, stop_strings) for t in texts]
     return out
+
+
+def _cut(text: str, stop_strings: Sequence[str] | None) -> str:
+    pos = [text.find(x) for x in stop_strings or () if x and text.find(x) >= 0]
+    return text[: min(pos)] if pos else text

@@ -236,7 +236,8 @@ def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None,
     store = JsonlStore(cfg.path("own", f"{model_name.replace('/', '_')}.jsonl"))
     have = {r["key"]: r for r in store}
     settings = {"model": model_name, "n": n, "max_new_tokens": cfg.max_tokens, "temperature": cfg.temperature,
-                "seed": cfg.seed, "max_post_chars": cfg.max_post_chars, **_dtype_key(cfg)}
+                "seed": cfg.seed, "max_post_chars": cfg.max_post_chars, "code": _code_hash("sampling.py"),
+                **_dtype_key(cfg)}
     todo, keys = [], {}
     for post in posts.itertuples():
         prompt = build_prompt(post.title, post.body, post.subreddit, tok, max_post_chars=cfg.max_post_chars)
@@ -247,12 +248,16 @@ def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None,
         from .models import load_causal_lm
 
         tok, model = load_causal_lm(model_name, dtype=cfg.resolved_inference_dtype())
-        for post_id, prompt in todo:  # one post at a time: each is stored as soon as it is sampled
-            texts = sample_own([prompt], tok, model, n=n, max_new_tokens=cfg.max_tokens,
-                               temperature=cfg.temperature, seed=cfg.seed, stop_strings=["\n\n"])[0]
-            rec = {"key": keys[post_id], "post_id": post_id, "texts": texts}
-            store.append(rec)
-            have[rec["key"]] = rec
+        per = max(1, cfg.sample_rows // n)
+        todo.sort(key=lambda t: -len(t[1]))  # similar lengths decode together (little padding)
+        for i in range(0, len(todo), per):  # each batch of posts is stored as soon as it is sampled
+            chunk = todo[i:i + per]
+            texts = sample_own([p for _, p in chunk], tok, model, n=n, max_new_tokens=cfg.max_tokens,
+                               temperature=cfg.temperature, seed=cfg.seed, stop_strings=["\n\n"],
+                               max_rows=cfg.sample_rows)
+            recs = [{"key": keys[pid], "post_id": pid, "texts": t} for (pid, _), t in zip(chunk, texts)]
+            store.append(recs)
+            have.update({r["key"]: r for r in recs})
     rows = [{"post_id": pid, "source": "own", "text": t.strip()} for pid, k in keys.items() for t in have[k]["texts"]]
     return pd.DataFrame(rows, columns=["post_id", "source", "text"])
 
@@ -368,13 +373,13 @@ def evaluation(cfg: Config, model: str, tag: str, test_prompts: pd.DataFrame, re
 
     settings = {"model": str(model), "prompts": test_prompts.to_dict("records"), "refs": refs,
                 "n": cfg.eval_samples, "max_new_tokens": cfg.max_completion_length, "seed": seed,
-                "encoder": cfg.encoder, "aggregate": cfg.reward_aggregate, "code": _code_hash("train.py", "reward.py"),
+                "encoder": cfg.encoder, "aggregate": cfg.reward_aggregate, "code": _code_hash("train.py", "reward.py", "sampling.py"),
                 **_dtype_key(cfg)}
     path = cfg.path("eval", f"{tag}-{content_hash(settings)}.json")
     if path.exists():
         return json.loads(path.read_text())
     res = evaluate(model, test_prompts, refs["real"], refs["synthetic"], n=cfg.eval_samples,
                    max_new_tokens=cfg.max_completion_length, seed=seed, encoder=cfg.encoder,
-                   aggregate=cfg.reward_aggregate, dtype=cfg.resolved_inference_dtype())
+                   aggregate=cfg.reward_aggregate, dtype=cfg.resolved_inference_dtype(), max_rows=cfg.sample_rows)
     atomic_write_json(path, res)
     return res

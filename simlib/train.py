@@ -714,32 +714,31 @@ def _load_for_generation(model_dir_or_name: str, dtype: str = "float32"):
 def generate_responses(model_dir_or_name: str, prompts: Sequence[Any], n: int = 4,
                        max_new_tokens: int = 48, seed: int = 0, *, temperature: float = 1.0,
                        top_p: float = 1.0, dtype: str = "float32", model: Any = None,
-                       tokenizer: Any = None) -> list[list[str]]:
+                       tokenizer: Any = None, max_rows: int = 96) -> list[list[str]]:
     """``n`` sampled replies to each prompt (chat messages, or a string = one user message).
 
     ``model_dir_or_name``: a simlib name, a model folder, a :func:`train` result (full model or LoRA
-    adapter, merged for generation) or a hub id. Prompt ``i`` is sampled with seed ``seed + i``, so
-    its replies do not depend on the other prompts. Replies are decoded without special tokens.
-    A loaded ``model``/``tokenizer`` pair may be passed to skip loading.
+    adapter, merged for generation) or a hub id. Prompts are decoded together, up to ``max_rows``
+    sequences at a time (:func:`simlib.sampling.sample`); prompt ``i`` draws from a generator
+    seeded ``seed + i``, so its replies do not depend on the other prompts. Replies are decoded
+    without special tokens. A loaded ``model``/``tokenizer`` pair may be passed to skip loading.
     """
-    import torch
+    from simlib.sampling import batches, eos_ids, sample
 
     if model is None or tokenizer is None:
         tokenizer, model = _load_for_generation(model_dir_or_name, dtype)
-    device = next(model.parameters()).device
-    results: list[list[str]] = []
-    for i, prompt in enumerate(prompts):
+    ids = []
+    for prompt in prompts:
         msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        enc = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
-                                            return_dict=True)
-        enc = {k: v.to(device) for k, v in enc.items()}
-        torch.manual_seed(seed + i)
-        with torch.no_grad():
-            out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                                 max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                 pad_token_id=tokenizer.pad_token_id)
-        new = out[:, enc["input_ids"].shape[1]:]
-        results.append([t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)])
+        enc = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_dict=True)
+        ids.append(list(enc["input_ids"]))
+    results: list[list[str]] = [[] for _ in ids]
+    for group in batches([len(i) for i in ids], n, max_rows):
+        toks = sample(model, [ids[i] for i in group], [seed + i for i in group], n=n,
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                      eos_token_ids=eos_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id)
+        for i, rows in zip(group, toks):
+            results[i] = [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
     return results
 
 
@@ -747,7 +746,7 @@ def evaluate(model: str, test_prompts: Any, references_real: Mapping[Any, Sequen
              references_synth: Mapping[Any, Sequence[str]], *, n: int = 4, max_new_tokens: int = 48,
              seed: int = 0, encoder: str = "minilm-l6", aggregate: str = "max", temperature: float = 1.0,
              max_references: int = 0, responses: Sequence[Sequence[str]] | None = None,
-             dtype: str = "float32") -> dict[str, Any]:
+             dtype: str = "float32", max_rows: int = 96) -> dict[str, Any]:
     """Mean BERTScore of a model's replies to held-out posts, against real and synthetic references.
 
     ``test_prompts``: rows with ``post_id`` and ``prompt`` (as for :func:`train`). ``responses``
@@ -764,7 +763,7 @@ def evaluate(model: str, test_prompts: Any, references_real: Mapping[Any, Sequen
     if responses is None:
         responses = generate_responses(model, [r["prompt"] for r in records], n=n,
                                        max_new_tokens=max_new_tokens, seed=seed, temperature=temperature,
-                                       dtype=dtype)
+                                       dtype=dtype, max_rows=max_rows)
     if len(responses) != len(records):
         raise ValueError(f"{len(responses)} response lists for {len(records)} prompts")
     result: dict[str, Any] = {"model": str(model), "n_posts": len(records),
