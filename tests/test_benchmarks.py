@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
 from benchmarks import __main__ as bench_main
-from simlib import perf
+from simlib import hardware, perf
 
 from simlib.data.registry import CRAWLER_SUBDIR, resolve_data_dir  # noqa: E402
 
@@ -108,7 +108,8 @@ def test_logprob_quick():
     _need_aitah()
     from benchmarks import bench_logprob
 
-    r = bench_logprob.run(quick=True, threads=1)
+    # SmolLM2 rather than the benchmark's Gemma: the same code paths, a fifth of the output layer
+    r = bench_logprob.run(quick=True, threads=1, model_name="smollm2-135m")
     assert {"naive_s", "prefix_shared_s", "speedup", "max_abs_diff_token_logprob",
             "linear_flop_bound_speedup", "speedup_per_repeat"} <= set(r)
     assert r["max_abs_diff_token_logprob"] < 1e-4
@@ -134,10 +135,20 @@ def test_grpo_quick(monkeypatch):
 
     real = bench_grpo._train_setting
 
+    # Where the CPU only emulates bfloat16 (AVX2), a bf16 step costs ~25 s even this small; the wiring
+    # is the same either way, and test_train covers bf16 autocast itself.
+    native = hardware.native_bf16("cpu")
+
     def tiny(bf16, lora, steps, n_prompts, n_gen, max_len, refs, prompts, share_prompt=True):  # 1 step of 4 tokens
-        return real(bf16, lora, 1, n_prompts, n_gen, 4, refs, prompts, share_prompt=share_prompt)
+        return real(bf16 and native, lora, 1, n_prompts, n_gen, 4, refs, prompts, share_prompt=share_prompt)
+
+    real_prompts = bench_grpo._real_prompts
+
+    def short(n_prompts, chars):  # the ci-post settings on 200 characters: the wiring, not the timing
+        return real_prompts(n_prompts, min(chars, 200))
 
     monkeypatch.setattr(bench_grpo, "_train_setting", tiny)
+    monkeypatch.setattr(bench_grpo, "_real_prompts", short)
     r = bench_grpo.run(quick=True, threads=1)
     assert {"setup", "settings", "step1_agreement", "speedup_vs_fp32_full", "reward"} <= set(r)
     assert set(r["settings"]) == {"fp32_full", "bf16_full", "fp32_lora", "bf16_lora"}
