@@ -106,7 +106,7 @@ def _real_prompts(n_prompts: int, chars: int) -> tuple[list, dict]:
 
 
 def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: int, max_len: int,
-                   refs: dict, prompts: list, share_prompt: bool = True) -> dict[str, Any]:
+                   refs: dict, prompts: list, share_prompt: bool = True, share_rollouts: bool = True) -> dict[str, Any]:
     import warnings
 
     from simlib.reward import BertScoreReward
@@ -115,7 +115,8 @@ def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: in
     with tempfile.TemporaryDirectory(prefix="bench-grpo-") as tmp:
         spec = TrainSpec(policy="smollm2-135m", steps=steps, num_generations=n_gen, prompts_per_step=n_prompts,
                          max_completion_length=max_len, bf16=bf16, use_lora=lora, output_dir=tmp,
-                         seed=0, share_prompt=share_prompt, extra={"save_strategy": "no"})
+                         seed=0, share_prompt=share_prompt, share_prompt_rollouts=share_rollouts,
+                         extra={"save_strategy": "no"})
         reward = _TimedReward(BertScoreReward(spec.encoder, refs, aggregate=spec.reward_aggregate, device="cpu"))
         timer = _step_timer()
         t0 = time.perf_counter()
@@ -209,18 +210,24 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
     cut, ci_bf16 = ci.policy_max_post_chars, ci.resolved_bf16()
     ci_gen, ci_len = (2, 8) if quick else (ci.num_generations, ci.max_completion_length)
     # The cut post once more with TRL's own training pass (prompt + completion for every completion)
-    # instead of simlib's, which reads the prompt once per group (TrainSpec.share_prompt).
+    # instead of simlib's, which reads the prompt once per group (TrainSpec.share_prompt), and once
+    # with TRL's rollouts (model.generate, the prompt read once per completion) instead of simlib's
+    # (TrainSpec.share_prompt_rollouts).
     posts = {}
-    for name, chars, share in (("ci_post_2000_chars", 2000, True), (f"ci_post_{cut}_chars", cut, True),
-                               (f"ci_post_{cut}_chars_trl_pass", cut, False)):
+    for name, chars, share, rollouts in (("ci_post_2000_chars", 2000, True, True), (f"ci_post_{cut}_chars", cut, True, True),
+                                         (f"ci_post_{cut}_chars_trl_pass", cut, False, True),
+                                         (f"ci_post_{cut}_chars_trl_generate", cut, True, False)):
         p, r = _real_prompts(1, chars)
-        posts[name] = _train_setting(ci_bf16, False, 2 if quick else steps, 1, ci_gen, ci_len, r, p, share_prompt=share)
+        posts[name] = _train_setting(ci_bf16, False, 2 if quick else steps, 1, ci_gen, ci_len, r, p, share_prompt=share,
+                                     share_rollouts=rollouts)
         posts[name].pop("_step1")
     shared, trl = posts[f"ci_post_{cut}_chars"], posts[f"ci_post_{cut}_chars_trl_pass"]
     results["ci_step"] = {"settings": posts, "bf16": ci_bf16, "num_generations": ci_gen, "max_completion_length": ci_len,
                           "speedup_cut_vs_whole": round(posts["ci_post_2000_chars"]["median_step_s"]
                                                         / shared["median_step_s"], 2),
                           "speedup_shared_prompt": round(trl["median_step_s"] / shared["median_step_s"], 2),
+                          "speedup_shared_rollouts": round(posts[f"ci_post_{cut}_chars_trl_generate"]["median_step_s"]
+                                                           / shared["median_step_s"], 2),
                           "shared_prompt_same_step1_rewards": shared["reward_mean"][:1] == trl["reward_mean"][:1]}
     results["reward"] = _reward_bench(step1["fp32_full"], refs, repeats=3 if quick else 5)
     return results

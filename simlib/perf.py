@@ -139,6 +139,8 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
                          v.get("median_step_s"), "s"))
         rows.append(("GRPO step of the ci profile: TRL's training pass / prompt read once per group (x)",
                      ci.get("speedup_shared_prompt"), "x"))
+        rows.append(("GRPO step of the ci profile: TRL's rollouts (generate) / simlib's, prompt read once per group (x)",
+                     ci.get("speedup_shared_rollouts"), "x"))
     alloc = _result(results, "allocator")
     if alloc and alloc.get("available"):
         for w, label in (("grpo", "GRPO steps of the ci profile"), ("logprob", "log-prob scoring, Gemma 3 270M")):

@@ -38,6 +38,13 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(int(i) for i in ids)
 
 
+def _forward_params(model: Any):
+    """The arguments of the model class's own ``forward`` (a PEFT wrapper or TRL's patched
+    forward take ``**kwargs`` and pass them on)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inspect.signature(type(base).forward).parameters
+
+
 def batches(lengths: Sequence[int], n: int, max_rows: int) -> list[list[int]]:
     """Indices of prompts grouped for :func:`sample`: longest first (padding then stays small and
     memory errors show early), at most ``max(1, max_rows // n)`` prompts per batch."""
@@ -72,8 +79,8 @@ def _draw(logits, temperature: float, top_p: float, generators: list, n: int):
 
 def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *, n: int = 1,
            max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0,
-           eos_token_ids: Sequence[int] = (), pad_token_id: int = 0) -> list[list[list[int]]]:
-    """``n`` sampled continuations (token ids, EOS excluded) of each prompt (token ids), all decoded together.
+           eos_token_ids: Sequence[int] = (), pad_token_id: int = 0, keep_eos: bool = False) -> list[list[list[int]]]:
+    """``n`` sampled continuations (token ids) of each prompt (token ids), all decoded together.
 
     Plain ancestral sampling at ``temperature`` (no top-k; nucleus only if ``top_p < 1``; greedy at
     ``temperature=0``). Prompt ``i`` draws from a generator seeded ``seeds[i]``. Returns one list per
@@ -81,7 +88,7 @@ def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *
     """
     import torch
 
-    from .logprob import _cache_kw, _out_cache
+    from .logprob import _out_cache
 
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
@@ -102,7 +109,8 @@ def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *
     rows = len(prompts) * n
     out_ids: list[list[int]] = [[] for _ in range(rows)]
     with torch.inference_mode():
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        params = _forward_params(model)
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
         cache = _out_cache(out)
         if n > 1:
@@ -111,11 +119,11 @@ def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *
         mask = mask.repeat_interleave(n, 0)
         last = pos[:, -1].repeat_interleave(n)
         done = torch.zeros(rows, dtype=torch.bool, device=dev)
-        kw = _cache_kw(model)
+        kw = "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
         for step in range(max_new_tokens):
             tok = _draw(logits, temperature, top_p, gens, n)
             ended = torch.isin(tok, eos) if eos.numel() else torch.zeros_like(done)
-            for r in (~done & ~ended).nonzero()[:, 0].tolist():
+            for r in (~done & (~ended | keep_eos)).nonzero()[:, 0].tolist():
                 out_ids[r].append(int(tok[r]))
             done |= ended
             if bool(done.all()) or step == max_new_tokens - 1:

@@ -29,14 +29,16 @@ Run folder (``spec.output_dir``)
 
 CPU settings (the ``ci`` profile)
 ---------------------------------
-No vLLM (generation with ``model.generate``), ``use_cpu`` when there is no CUDA device, fp32 weights,
+No vLLM, ``use_cpu`` when there is no CUDA device, fp32 weights,
 optional bf16 autocast (``TrainSpec.bf16``; AVX-512-BF16 CPUs), ``report_to=[]``, ``logging_steps=1``,
 ``dataloader_num_workers=0``, no gradient checkpointing (TRL 1.16 turns it on by default; on CPU it
 only costs time), progress bars off. ``prompts_per_step`` prompts x ``num_generations`` completions
 are generated and scored per device and step (TRL's ``per_device_train_batch_size`` counts
 completions, not prompts).
-The training pass reads each prompt once for its group of completions (``TrainSpec.share_prompt``,
-:func:`shared_prompt_logps`), on every device: TRL's reads it once per completion.
+The rollouts and the training pass read each prompt once for its group of completions
+(``TrainSpec.share_prompt_rollouts``: :func:`simlib.sampling.sample` instead of TRL's
+``model.generate``; ``TrainSpec.share_prompt``: :func:`shared_prompt_logps`), on every device:
+TRL reads it once per completion.
 
 Scale-out: several processes or GPUs
 ------------------------------------
@@ -158,6 +160,12 @@ class TrainSpec:
     share_prompt: bool = True
     """Read each prompt once in the training forward and backward passes, for all its completions
     (:func:`shared_prompt_logps`); False runs TRL's pass over prompt + completion for every one."""
+    share_prompt_rollouts: bool = True
+    """Sample each prompt's ``num_generations`` rollouts together from one read of the prompt
+    (:func:`simlib.sampling.sample`, one seeded generator per prompt and step). False, or what that
+    sampler does not implement (top-k, min-p, repetition penalty, ``generation_kwargs``, vLLM,
+    DeepSpeed/FSDP, activation checkpointing, images), takes TRL's ``model.generate``, which reads
+    the prompt once per completion and draws from the global random stream."""
     encoder: str = "minilm-l6"
     """BERTScore encoder of the reward (``microsoft/deberta-xlarge-mnli`` in the paper profile)."""
     reward_aggregate: str = "max"
@@ -495,6 +503,12 @@ def shared_prompt_logps(model: Any, input_ids: Any, attention_mask: Any, logits_
     return torch.cat(logps)[back], ent
 
 
+def _checkpointing(model: Any) -> bool:
+    """Whether the model recomputes activations (transformers 5 renamed the flag)."""
+    name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(model, name, False))
+
+
 def _trainer_class():
     """``GRPOTrainer`` whose data order is a function of (seed, epoch), so resuming is exact, and
     whose bf16 rollouts cast the weights once per generation instead of once per token.
@@ -514,8 +528,56 @@ def _trainer_class():
 
     class SimlibGRPOTrainer(GRPOTrainer):
         _simlib_share_prompt = True  # build_trainer sets it from TrainSpec.share_prompt
+        _simlib_share_rollouts = True  # and this from TrainSpec.share_prompt_rollouts
+        _simlib_calls = (-1, 0)  # (step, generation calls in it) of the last rollout
 
-        def _generate_single_turn(self, *args, **kwargs):
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+            completions = self._simlib_rollouts(prompt_ids, images, multimodal_fields)
+            if completions is not None:
+                return completions, None
+            return self._generate_with_trl(prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
+
+        def _simlib_rollouts(self, prompt_ids, images, multimodal_fields) -> list[list[int]] | None:
+            """Every row's completion (token ids, EOS included as TRL keeps it), each distinct prompt
+            read once for its group (simlib.sampling); None where TRL's generation is needed."""
+            a, model = self.args, self.accelerator.unwrap_model(self.model)
+            if not (self._simlib_share_rollouts and not self.use_vllm and not self.use_transformers_continuous_batching
+                    and not self.top_k and self.min_p is None and self.repetition_penalty == 1.0
+                    and not a.generation_kwargs and not self.is_deepspeed_enabled and not self.is_fsdp_enabled
+                    and not _checkpointing(model)
+                    and not multimodal_fields and not (images is not None and any(images))):
+                return None
+            groups: dict[tuple, list[int]] = {}
+            for i, ids in enumerate(prompt_ids):
+                groups.setdefault(tuple(ids), []).append(i)
+            sizes = {len(rows) for rows in groups.values()}
+            if len(sizes) != 1:
+                return None
+            import torch
+
+            from simlib.cache import content_hash
+            from simlib.sampling import sample
+
+            # One seed per (run seed, step, process, call of the step, prompt): a resumed run draws what an
+            # uninterrupted one would, and no two prompts, steps or processes share a stream.
+            step = int(self.state.global_step)
+            calls = self._simlib_calls = (step, self._simlib_calls[1] + 1 if self._simlib_calls[0] == step else 0)
+            key = [int(a.seed), step, int(self.accelerator.process_index), calls[1]]
+            seeds = [int(content_hash([*key, g])[:15], 16) for g in range(len(groups))]
+            autocast = (torch.autocast(device_type=self.accelerator.device.type, dtype=torch.bfloat16) if a.bf16
+                        else contextlib.nullcontext())
+            with autocast:
+                drawn = sample(model, [list(k) for k in groups], seeds, n=sizes.pop(),
+                               max_new_tokens=self.max_completion_length, temperature=self.temperature,
+                               top_p=self.top_p, eos_token_ids=self.eos_token_ids,
+                               pad_token_id=self._tokenizer.pad_token_id or 0, keep_eos=True)
+            out: list[list[int] | None] = [None] * len(prompt_ids)
+            for rows, samples in zip(groups.values(), drawn):
+                for r, ids in zip(rows, samples):
+                    out[r] = ids
+            return out
+
+        def _generate_with_trl(self, *args, **kwargs):
             # accelerate gives every forward its own autocast region, and autocast forgets its cast
             # weights when a region ends: each decoding step cast all weights to bf16 again. One region
             # around the whole generation casts them once (same casts, same tokens; by hand, 8 replies of 24
@@ -531,7 +593,7 @@ def _trainer_class():
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False, **extra):
             # images, MoE losses and recomputed activations take TRL's path
             if (self._simlib_share_prompt and not compute_aux_loss and all(v is None for v in extra.values())
-                    and not getattr(model, "is_gradient_checkpointing", False)):
+                    and not _checkpointing(model)):
                 res = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, self.accelerator.autocast)
                 if res is not None and (res[1] is not None or not compute_entropy):
                     return res[0], (res[1] if compute_entropy else None), None
@@ -571,6 +633,7 @@ def build_trainer(spec: TrainSpec, records: list[dict[str, Any]], reward: Any, a
     )
     trainer.remove_callback(PrinterCallback)  # log.jsonl is the record; no dicts printed per step
     trainer._simlib_share_prompt = spec.share_prompt
+    trainer._simlib_share_rollouts = spec.share_prompt_rollouts
     return trainer
 
 

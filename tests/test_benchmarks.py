@@ -139,8 +139,8 @@ def test_grpo_quick(monkeypatch):
     # is the same either way, and test_train covers bf16 autocast itself.
     native = hardware.native_bf16("cpu")
 
-    def tiny(bf16, lora, steps, n_prompts, n_gen, max_len, refs, prompts, share_prompt=True):  # 1 step of 4 tokens
-        return real(bf16 and native, lora, 1, n_prompts, n_gen, 4, refs, prompts, share_prompt=share_prompt)
+    def tiny(bf16, lora, steps, n_prompts, n_gen, max_len, refs, prompts, **share):  # 1 step of 4 tokens
+        return real(bf16 and native, lora, 1, n_prompts, n_gen, 4, refs, prompts, **share)
 
     real_prompts = bench_grpo._real_prompts
 
@@ -155,6 +155,7 @@ def test_grpo_quick(monkeypatch):
     assert all(s["median_step_s"] > 0 for s in r["settings"].values())
     ci = r["ci_step"]
     assert any(k.endswith("_trl_pass") for k in ci["settings"]) and ci["speedup_shared_prompt"] > 0
+    assert any(k.endswith("_trl_generate") for k in ci["settings"]) and ci["speedup_shared_rollouts"] > 0
     assert isinstance(ci["shared_prompt_same_step1_rewards"], bool)
 
 

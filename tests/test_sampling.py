@@ -49,6 +49,10 @@ def test_rows_stop_at_eos_and_positions_count_real_tokens_only():
     assert len(lm.positions) == 8  # the loop ends once every row has written EOS
     capped = sampling.sample(lm, [[1]], [0], n=1, max_new_tokens=3, temperature=0, eos_token_ids=[EOS])
     assert capped == [[[2, 3, 4]]]
+    # GRPO's completions end with their EOS token; a row cut at max_new_tokens has none
+    kept = sampling.sample(lm, [[5, 9], [1]], [0, 1], n=1, max_new_tokens=4, temperature=0, eos_token_ids=[EOS],
+                           pad_token_id=PAD, keep_eos=True)
+    assert kept == [[[10, EOS]], [[2, 3, 4, 5]]]
 
 
 def test_draw_is_categorical_and_respects_top_p():

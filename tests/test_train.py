@@ -275,8 +275,10 @@ def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, 
 
     def rollouts(trainer_cls) -> list[str]:
         monkeypatch.setattr(train_mod, "_trainer_class", lambda: trainer_cls)
-        # share_prompt off: the second step's rollouts must not differ by the order of gradient sums
+        # share_prompt off: the second step's rollouts must not differ by the order of gradient sums;
+        # TRL's generation path (simlib's own rollouts are tested below)
         spec = tiny_spec(tmp_path, tiny_policy, steps=2, bf16=True, max_completion_length=6, share_prompt=False,
+                         share_prompt_rollouts=False,
                          output_dir=str(tmp_path / trainer_cls.__name__), extra={"save_strategy": "no"})
         seen: list[str] = []
 
@@ -303,6 +305,59 @@ def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, 
     theirs = rollouts(GRPOTrainer)
     assert regions == [False, False]
     assert len(ours) == 8 and ours == theirs
+
+
+def test_rollouts_read_each_prompt_once_and_are_seeded_per_step(tmp_path, tiny_policy, monkeypatch):
+    """simlib's rollouts: one simlib.sampling.sample call per step with each distinct prompt once
+    and n = num_generations, no model.generate; the reward sees exactly the sampled tokens; the same
+    spec draws the same completions, another seed others; top-k falls back to TRL's generate."""
+    from simlib import sampling
+    from simlib import train as train_mod
+
+    real = sampling.sample
+
+    def run(name: str, **kw):
+        calls, seen, generated = [], [], []
+
+        def recorded(model, prompts, seeds, **skw):
+            out = real(model, prompts, seeds, **skw)
+            calls.append({"prompts": [list(p) for p in prompts], "seeds": list(seeds), "n": skw["n"], "out": out})
+            return out
+
+        monkeypatch.setattr(sampling, "sample", recorded)
+        spec = tiny_spec(tmp_path, tiny_policy, steps=2, max_completion_length=6, output_dir=str(tmp_path / name),
+                         extra={"save_strategy": "no", **kw.pop("extra", {})}, **kw)
+
+        def reward(completions, post_id, **rkw):
+            from simlib.reward import completion_text
+
+            seen.extend(completion_text(c) for c in completions)
+            return [float(len(str(c)) % 3) for c in completions]
+
+        trainer = train_mod.build_trainer(spec, train_mod._records(PROMPTS), reward,
+                                          train_mod._grpo_config(spec, use_cpu=True))
+        generate = trainer.model.generate
+        trainer.model.generate = lambda *a, **gkw: generated.append(1) or generate(*a, **gkw)
+        trainer.train()
+        return calls, seen, generated, trainer
+
+    calls, seen, generated, trainer = run("a")
+    assert len(calls) == 2 and not generated
+    for c in calls:  # 2 prompts per step, each read once for its 2 completions
+        assert len(c["prompts"]) == 2 and len({tuple(p) for p in c["prompts"]}) == 2 and c["n"] == 2
+    tok = trainer.processing_class
+    eos = set(trainer.eos_token_ids)
+    texts = [tok.decode([t for t in ids if t not in eos], skip_special_tokens=True)
+             for c in calls for per_prompt in c["out"] for ids in per_prompt]
+    assert sorted(texts) == sorted(seen) and len(seen) == 8
+    assert all(len(ids) <= 6 and all(t not in eos for t in ids[:-1]) for c in calls for p in c["out"] for ids in p)
+    assert calls[0]["seeds"] != calls[1]["seeds"]  # a new stream each step
+    again, seen_again, _, _ = run("b")
+    assert [c["seeds"] for c in again] == [c["seeds"] for c in calls] and seen_again == seen
+    other, _, _, _ = run("c", seed=1)
+    assert other[0]["seeds"] != calls[0]["seeds"]
+    fallback, _, generated, _ = run("d", extra={"top_k": 5})
+    assert not fallback and len(generated) == 2
 
 
 @pytest.mark.parametrize("padded", [False, True])
