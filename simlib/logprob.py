@@ -171,10 +171,16 @@ def encode_response(tokenizer, response: str, max_response_tokens: int = 128) ->
 _SPLIT_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def _forward_params(module):
+    """The arguments of the model class's own ``forward`` (a PEFT wrapper or TRL's patched
+    forward take ``**kwargs`` and pass them on)."""
+    base = module.get_base_model() if hasattr(module, "get_base_model") else module
+    return inspect.signature(type(base).forward).parameters
+
+
 def _cache_kw(module) -> str:
     """transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name is deprecated)."""
-    params = inspect.signature(module.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in _forward_params(module) else "past_key_values"
 
 
 def _out_cache(out):

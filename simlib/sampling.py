@@ -23,7 +23,6 @@ a time (``tests/test_sampling.py``).
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Sequence
 
 __all__ = ["sample", "batches", "eos_ids"]
@@ -36,13 +35,6 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids.update(gen if isinstance(gen, (list, tuple)) else [] if gen is None else [gen])
     return sorted(int(i) for i in ids)
-
-
-def _forward_params(model: Any):
-    """The arguments of the model class's own ``forward`` (a PEFT wrapper or TRL's patched
-    forward take ``**kwargs`` and pass them on)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inspect.signature(type(base).forward).parameters
 
 
 def batches(lengths: Sequence[int], n: int, max_rows: int) -> list[list[int]]:
@@ -88,7 +80,7 @@ def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *
     """
     import torch
 
-    from .logprob import _out_cache
+    from .logprob import _cache_kw, _forward_params, _out_cache
 
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
@@ -109,8 +101,7 @@ def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *
     rows = len(prompts) * n
     out_ids: list[list[int]] = [[] for _ in range(rows)]
     with torch.inference_mode():
-        params = _forward_params(model)
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(model) else {}
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
         cache = _out_cache(out)
         if n > 1:
@@ -119,7 +110,7 @@ def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *
         mask = mask.repeat_interleave(n, 0)
         last = pos[:, -1].repeat_interleave(n)
         done = torch.zeros(rows, dtype=torch.bool, device=dev)
-        kw = "cache" if "cache" in params else "past_key_values"  # transformers 5 renamed it
+        kw = _cache_kw(model)
         for step in range(max_new_tokens):
             tok = _draw(logits, temperature, top_p, gens, n)
             ended = torch.isin(tok, eos) if eos.numel() else torch.zeros_like(done)
