@@ -1,7 +1,10 @@
-"""Does a reward gain on synthetic targets transfer to real ones? Tables for the `03_reward` chapter.
+"""Does a reward gain on synthetic targets exceed the one on real targets, and does it transfer?
+Tables and the verdict of the `03_reward` chapter (finding 2).
 
-Built from the GRPO run logs (:func:`simlib.train.read_log`) and the before/after evaluations
-(:func:`simlib.steps.evaluation`); intervals are over seeds (Student t, since there are few).
+Built from the paired evaluations of :func:`simlib.steps.reward_evaluations`: every trained policy
+and the base policy reply to the same probe and test posts with the same sampling seeds, so the
+change of a post's score is a paired difference. Intervals resample posts and seeds together
+(:func:`simlib.verdicts.two_way_bootstrap`): both vary between replications of the experiment.
 """
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from . import verdicts
 
 
 def curves(runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
-    """One row per (target, seed, step) with the mean reward of that step's completions."""
+    """One row per (target, seed, step) with the mean training reward of that step's completions
+    (each step sees other examples, so this curve shows training, not a measured gain)."""
     from .train import read_log
 
     rows = [{"target": target, "seed": seed, "step": r["step"], "reward": r["reward_mean"]}
@@ -21,48 +26,98 @@ def curves(runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["target", "seed", "step", "reward"])
 
 
-def t_interval(values, alpha: float = 0.05) -> tuple[float, float, float]:
-    """Mean and a Student-t confidence interval (NaN bounds for fewer than two values)."""
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
-    if len(v) < 2:
-        m = float(v.mean()) if len(v) else float("nan")
-        return m, float("nan"), float("nan")
-    half = stats.t.ppf(1 - alpha / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
-def improvement(curve: pd.DataFrame, window: int = 3) -> pd.DataFrame:
-    """Per run: mean reward of the last ``window`` steps minus the first ``window`` steps."""
+def changes(evals: dict) -> pd.DataFrame:
+    """Long table of paired changes: one row per (trained_on, seed, section, post_id, against) with
+    the base policy's score (``before``), the trained one's (``after``) and ``delta``; ``section`` is
+    ``probe`` (training posts, the run's own kind of target) or ``test`` (held-out posts)."""
     rows = []
-    for (target, seed), g in curve.sort_values("step").groupby(["target", "seed"]):
-        w = min(window, max(1, len(g) // 2))
-        rows.append({"target": target, "seed": seed, "first": g["reward"].head(w).mean(),
-                     "last": g["reward"].tail(w).mean()})
-    out = pd.DataFrame(rows)
-    out["gain"] = out["last"] - out["first"]
-    return out
+    for (kind, seed), ev in evals.items():
+        if kind == "base":
+            continue
+        base = evals[("base", seed)]
+        if base["post_id"] != ev["post_id"]:
+            raise ValueError(f"{kind} seed {seed}: evaluated on other prompts than the base policy")
+        for against, after in ev["scores"].items():
+            for i, (pid, a) in enumerate(zip(ev["post_id"], after)):
+                section, post = pid.split(":", 1)
+                b = base["scores"][against][i]
+                if np.isfinite(a) and np.isfinite(b):
+                    rows.append({"trained_on": kind, "seed": seed, "section": section, "post_id": post,
+                                 "against": against, "before": b, "after": a, "delta": a - b})
+    return pd.DataFrame(rows, columns=["trained_on", "seed", "section", "post_id", "against", "before", "after", "delta"])
 
 
-def summarise_gain(gains: pd.DataFrame) -> pd.DataFrame:
-    """Mean training-reward gain per target with a t interval over seeds."""
-    rows = {t: dict(zip(("mean", "lo", "hi"), t_interval(g["gain"]))) | {"seeds": len(g)}
-            for t, g in gains.groupby("target")}
-    return pd.DataFrame(rows).T[["mean", "lo", "hi", "seeds"]]
+def _matrix(values: pd.DataFrame) -> np.ndarray:
+    """posts x seeds of ``values["delta"]`` (NaN where missing)."""
+    return values.pivot_table(index="post_id", columns="seed", values="delta", aggfunc="mean").to_numpy()
 
 
-def transfer_table(before: dict, after: dict[tuple[str, int], dict]) -> pd.DataFrame:
-    """Trained on (each target of ``after``, in order) × evaluated against (synthetic, real): the
-    study's 2×2 table for the targets synthetic and real.
+def probe_gains(ch: pd.DataFrame) -> pd.DataFrame:
+    """The training-reward gain of each run on the probe posts, against its own kind of target."""
+    return ch[(ch["section"] == "probe") & (ch["against"] == ch["trained_on"])]
 
-    Each cell: the base policy's score, the mean score after training over seeds, and the mean
-    change with its t interval over seeds.
-    """
+
+def contrast(ch: pd.DataFrame, a: str = "synthetic", b: str = "real", n_boot: int = 2000,
+             seed: int = 0) -> dict:
+    """Mean over probe posts x seeds of (gain of run ``a``) - (gain of run ``b``), paired by post and
+    seed, with its two-way bootstrap interval, SE, MDE and the number of (post, seed) cells."""
+    g = probe_gains(ch)
+    ga = g[g["trained_on"] == a].set_index(["post_id", "seed"])["delta"]
+    gb = g[g["trained_on"] == b].set_index(["post_id", "seed"])["delta"]
+    d = (ga - gb).dropna().rename("delta").reset_index()
+    mean, lo, hi, se = verdicts.two_way_bootstrap(_matrix(d), n_boot=n_boot, seed=seed)
+    return {"effect": mean, "lo": lo, "hi": hi, "se": se, "mde": verdicts.mde(se), "n": int(len(d)),
+            "posts": int(d["post_id"].nunique()), "seeds": int(d["seed"].nunique())}
+
+
+def cells(ch: pd.DataFrame, section: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per (trained_on, against) in ``section``: mean score before and after, the mean paired change
+    with its two-way bootstrap interval and MDE, and the posts and seeds behind it."""
     rows = []
-    for trained_on in dict.fromkeys(t for t, _ in after):
-        for against, key in (("synthetic", "bertscore_synth"), ("real", "bertscore_real")):
-            deltas = [ev[key] - before[key] for (t, _), ev in after.items() if t == trained_on]
-            afters = [ev[key] for (t, _), ev in after.items() if t == trained_on]
-            mean, lo, hi = t_interval(deltas)
-            rows.append({"trained_on": trained_on, "evaluated_against": against, "before": before[key],
-                         "after": float(np.mean(afters)), "delta": mean, "lo": lo, "hi": hi, "seeds": len(deltas)})
-    return pd.DataFrame(rows).set_index(["trained_on", "evaluated_against"])
+    sub = ch[ch["section"] == section]
+    for (t, a), g in sub.groupby(["trained_on", "against"], sort=False):
+        mean, lo, hi, se = verdicts.two_way_bootstrap(_matrix(g), n_boot=n_boot, seed=seed)
+        rows.append({"trained_on": t, "against": a, "before": g["before"].mean(), "after": g["after"].mean(),
+                     "delta": mean, "lo": lo, "hi": hi, "mde": verdicts.mde(se),
+                     "posts": int(g["post_id"].nunique()), "seeds": int(g["seed"].nunique())})
+    return pd.DataFrame(rows).set_index(["trained_on", "against"])
+
+
+def movement(evals: dict) -> pd.DataFrame:
+    """How far each run moved from the base policy on the held-out posts: the mean log-prob shift of
+    the base policy's replies (trained minus base, per token) and its negative, an estimate of the
+    per-token KL(base ‖ trained)."""
+    rows = []
+    for (kind, seed), ev in evals.items():
+        if kind == "base" or "logprob_shift" not in ev:
+            continue
+        shift = [s for pid, s in zip(ev["post_id"], ev["logprob_shift"]) if pid.startswith("test:") and np.isfinite(s)]
+        m = float(np.mean(shift)) if shift else float("nan")
+        rows.append({"trained_on": kind, "seed": seed, "logprob_shift": m, "kl_estimate": -m})
+    return pd.DataFrame(rows, columns=["trained_on", "seed", "logprob_shift", "kl_estimate"])
+
+
+def level_gap(evals: dict, a: str, b: str, n_boot: int = 2000, seed: int = 0) -> dict:
+    """The base policy's held-out score against kind ``a`` minus against kind ``b``, per test post
+    (seeds averaged), with a bootstrap interval over posts: how much closer the untrained policy's
+    replies already are to one kind of reference than to the other."""
+    per_seed = [np.array(ev["scores"][a]) - np.array(ev["scores"][b])
+                for (k, _), ev in evals.items() if k == "base"]
+    base = next(ev for (k, _), ev in evals.items() if k == "base")
+    test = np.array([p.startswith("test:") for p in base["post_id"]])
+    d = np.nanmean(np.vstack(per_seed), axis=0)[test]
+    mean, lo, hi, se = verdicts.two_way_bootstrap(d[np.isfinite(d)], n_boot=n_boot, seed=seed)
+    return {"effect": mean, "lo": lo, "hi": hi, "mde": verdicts.mde(se), "posts": int(np.isfinite(d).sum())}
+
+
+RULE = ("effect = mean over probe posts x seeds of [gain with synthetic targets - gain with real targets], "
+        "each gain = trained minus base BERTScore F1 against the run's own target, same sampling seeds; "
+        "95% CI by bootstrap over posts and seeds; reproduces if CI > 0, contradicts if CI < margin, "
+        "else inconclusive")
+
+
+def verdict(ch: pd.DataFrame, margin: float, n_boot: int = 2000, seed: int = 0) -> verdicts.Verdict:
+    """Finding 2's verdict by the rule stated in the chapter (:data:`RULE`, margin in F1)."""
+    c = contrast(ch, n_boot=n_boot, seed=seed)
+    return verdicts.decide(c["effect"], c["lo"], c["hi"], margin=margin, n=c["n"], se=c["se"],
+                           rule=f"{RULE}; margin {margin:g} F1")
