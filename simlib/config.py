@@ -39,10 +39,12 @@ class Config:
     seed: int = _f(0, "Base random seed; every sampled step derives its seed from it.")
     work_dir: str = _f("runs", "Folder (relative to the repo root unless absolute) for caches and artefacts.")
     # --- data --------------------------------------------------------------------------
-    subreddits: list = _f(["aitah"], "Crawler folders to read: any of aitah, askreddit.")
+    subreddits: list = _f(["aitah"], "Subreddits to read: crawler folders aitah, askreddit; with dumps, any "
+                                      "subreddit the dumps hold (case-insensitive: askreddit = r/AskReddit).")
     data_dir: str = _f("", "Data directory holding reddit/raw/...; empty = $SIMLIB_DATA_DIR, else download.")
     dumps: list = _f([], "Optional Pushshift/Arctic-Shift dump pairs [submissions, comments] (NDJSON or .zst).")
-    n_posts: int = _f(0, "Threads read per subreddit (0 = all): a fixed hash-chosen subset spread over the period.")
+    n_posts: int = _f(0, "Threads read per subreddit (0 = all), crawl or dumps: a fixed hash-chosen subset spread "
+                         "over the period, chosen before filtering (simlib.data.select).")
     min_chars: int = _f(1, "Drop responses shorter than this many characters (bare verdicts like NTA are real answers).")
     min_responses: int = _f(10, "Drop posts with fewer usable responses than this.")
     max_responses: int = _f(50, "Keep at most this many responses per post (earliest first).")
@@ -54,7 +56,8 @@ class Config:
     policy: str = _f("smollm2-135m", "Model trained with GRPO.")
     scorer: str = _f("gemma3-270m", "Model computing log-probs; must not be the generator.")
     encoder: str = _f("minilm-l6", "Encoder for embeddings and BERTScore.")
-    judge: str = _f("smollm2-135m", "Model labelling response registers (through the OpenAI client).")
+    judge: str = _f("gemma3-270m", "Local causal LM that labels stance and register by log-prob over fixed label sets "
+                    "(simlib.judge); must not be the generator, whose replies it labels.")
     # --- generation --------------------------------------------------------------------
     api_base_url: str = _f("", "OpenAI-compatible endpoint; empty = start the local llama.cpp server.")
     styles: list = _f(["plain", "humanlike"], "Synthetic prompt styles of the gap, reward and log-prob chapters.")
@@ -90,7 +93,21 @@ class Config:
     prompts_per_step: int = _f(1, "Prompts per GRPO step (each with num_generations completions).")
     policy_max_post_chars: int = _f(0, "Truncate posts in the policy's prompts (GRPO, evaluation) to this many "
                                        "characters; 0 = max_post_chars. On a CPU the prompt is most of a step's cost.")
-    eval_samples: int = _f(4, "Replies sampled per test post when evaluating a policy before/after GRPO.")
+    eval_samples: int = _f(4, "Replies sampled per probe or test post when evaluating a policy (the base "
+                              "policy with the same seeds as each trained one, so changes are paired).")
+    # --- the reward experiment (finding 2) ---------------------------------------------
+    reward_targets_per_post: int = _f(4, "Training examples per training post: each pairs the post with ONE "
+                                         "target reply (drawn at random for real targets), as the study does.")
+    reward_synthetic_from: str = _f("gemma3-270m", "Who writes the synthetic targets of the reward chapter: "
+                                                 "'generator' (the styles of the gap chapter) or a local model "
+                                                 "name sampled with the scorer's prompt (simlib.steps.own_samples). "
+                                                 "It must not be the policy: a policy would be trained towards "
+                                                 "its own text.")
+    probe_posts: int = _f(0, "Training posts in the fixed probe set on which the training-reward gain is "
+                             "measured (0 = every training post).")
+    eval_refs: int = _f(4, "References per held-out post and kind; a reply's score is its mean F1 over them.")
+    reward_margin: float = _f(0.02, "Smallest synthetic-minus-real gain contrast (BERTScore F1) that counts as "
+                                    "the study's effect: the verdict 'contradicts' needs the interval below it.")
     # --- log-prob ----------------------------------------------------------------------
     logprob_batch_size: int = _f(16, "Responses scored per forward pass.")
     sample_rows: int = _f(96, "Sequences decoded together when a local model samples (the scorer's own samples, "
@@ -105,6 +122,37 @@ class Config:
                                          "small model; emulated (AVX2 only) it reads prompts 5x slower. Log-softmax "
                                          "stays float32. GRPO keeps float32 weights (see bf16).",
                                          choices=("float32", "bfloat16", "auto"))
+    # --- devices and scale (paper) ---------------------------------------------------------
+    device: str = _f("auto", "Where every model loads (sampling, scoring, hidden features, embeddings, BERTScore, "
+                             "evaluation, GRPO): auto (CUDA when PyTorch sees a GPU, else the CPU), cpu or cuda "
+                             "(simlib.hardware.pick_device). inference_dtype/policy_dtype auto then pick bfloat16 "
+                             "where that device computes it natively.", choices=("auto", "cpu", "cuda"))
+    policy_dtype: str = _f("float32", "Weight dtype of the GRPO policy: float32, bfloat16, or auto (bfloat16 where the "
+                                      "training device computes it natively). Full fine-tuning of an 8B policy in "
+                                      "float32 with AdamW needs ~130 GB before activations; bfloat16 halves the weights.",
+                           choices=("float32", "bfloat16", "auto"))
+    gradient_checkpointing: bool = _f(False, "Recompute activations in GRPO's backward pass: memory for time (8B "
+                                             "policies on GPUs); on a CPU it only costs time.")
+    vllm_mode: str = _f("off", "GRPO rollouts through TRL's vLLM engine: off, colocate (an engine inside each "
+                               "training process, sharing its GPU) or server (a separate `trl vllm-serve`). Used "
+                               "only where vllm is importable and a GPU trains; otherwise simlib's sampler rolls out.",
+                        choices=("off", "colocate", "server"))
+    vllm_gpu_memory_utilization: float = _f(0.3, "GPU memory share of a colocated vLLM engine (vllm_mode: colocate).")
+    num_processes: int | str = _f("auto", "GRPO training processes: auto (one per visible GPU, 1 without) or a number. "
+                                          "More than 1 launches the training step with `accelerate launch` "
+                                          "(simlib.launch); prompts_per_step is then split between them.", auto=int)
+    accelerate_config: str = _f("", "accelerate config file of the GRPO launch on GPUs, relative to the repo root "
+                                    "('' = plain data parallel); set, it launches even one process. "
+                                    "configs/deepspeed_zero3.yaml: DeepSpeed ZeRO-3 shards parameters, gradients "
+                                    "and optimizer states across the GPUs (needs `pip install deepspeed`).")
+    # --- log-prob controls ---
+    logprob_equal_tokens: int = _f(0, "The log-prob chapter compares replies on their first L scorer tokens (equal "
+                                      "length); 0 = the shortest cap any source was cut at, min(max_tokens, "
+                                      "max_response_tokens). Larger than that cap is an error.")
+    t1_styles: list = _f([], "Synthetic styles the log-prob chapter also samples at temperature 1.0 (its temperature "
+                             "control, with the scorer's own samples at 1.0); empty = styles.")
+    t1_samples: int = _f(0, "Replies per post of each temperature-1.0 set (synthetic and own); 0 = n_per_group. "
+                            "A profile sampling at 1.0 already reuses its main sets (cached).")
 
     def __post_init__(self) -> None:
         self._coerce_types()
@@ -143,19 +191,55 @@ class Config:
         need(self.reward_aggregate in ("max", "mean"), f"reward_aggregate must be max or mean, got {self.reward_aggregate!r}")
         need(self.loss_type in ("grpo", "dapo", "dr_grpo", "bnpo"),
              f"loss_type must be one of grpo, dapo, dr_grpo, bnpo, got {self.loss_type!r}")
-        bad = [s for s in self.subreddits if s not in ("aitah", "askreddit")]
-        need(not bad and self.subreddits, f"subreddits must be a non-empty subset of [aitah, askreddit], got {self.subreddits}")
+        # The crawl has two folders; dumps may hold any subreddit (matched case-insensitively when read).
+        bad = [s for s in self.subreddits if not isinstance(s, str) or not s.strip()
+               or (not self.dumps and s not in ("aitah", "askreddit"))]
+        need(not bad and self.subreddits, f"subreddits must be a non-empty subset of [aitah, askreddit] "
+                                          f"(with dumps: any subreddit names), got {self.subreddits}")
         bad = [s for s in self.styles if s not in ("plain", "humanlike", "persona", "seeded")]
         need(not bad and self.styles, f"styles must be a non-empty subset of [plain, humanlike, persona, seeded], got {self.styles}")
         bad = [s for s in self.remedy_styles if s not in ("plain", "humanlike", "persona", "seeded")]
         need(not bad and self.remedy_styles,
              f"remedy_styles must be a non-empty subset of [plain, humanlike, persona, seeded], got {self.remedy_styles}")
+        for name in ("reward_targets_per_post", "eval_refs"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
+        need(self.probe_posts >= 0, f"probe_posts must be >= 0, got {self.probe_posts!r}")
+        need(self.reward_margin > 0, f"reward_margin must be > 0, got {self.reward_margin!r}")
+        writer = self.generator if self.reward_synthetic_from == "generator" else self.reward_synthetic_from
+        need(writer != self.policy,
+             f"the synthetic targets' writer must not be the policy (reward_synthetic_from="
+             f"{self.reward_synthetic_from!r} means {writer!r}, policy={self.policy!r})")
         need(len(self.grpo_seeds) >= 1, "grpo_seeds must name at least one seed")
         need(all(s >= 0 for s in self.grpo_seeds), f"grpo_seeds must be >= 0, got {self.grpo_seeds}")
         need(all(isinstance(d, (list, tuple)) and len(d) == 2 for d in self.dumps),
              f"dumps must be a list of [submissions, comments] pairs, got {self.dumps!r}")
         need(self.scorer != self.generator,
              f"scorer must not be the generator (it must not have written what it scores), both are {self.scorer!r}")
+        # devices and scale (paper)
+        need(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        need(self.policy_dtype in ("float32", "bfloat16", "auto"),
+             f"policy_dtype must be float32, bfloat16 or auto, got {self.policy_dtype!r}")
+        need(self.vllm_mode in ("off", "colocate", "server"),
+             f"vllm_mode must be off, colocate or server, got {self.vllm_mode!r}")
+        need(0 < self.vllm_gpu_memory_utilization <= 1,
+             f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization!r}")
+        need(self.num_processes == "auto" or (isinstance(self.num_processes, int) and self.num_processes >= 1),
+             f"num_processes must be auto or >= 1, got {self.num_processes!r}")
+        need(not (isinstance(self.num_processes, int) and self.num_processes >= 1
+                  and self.prompts_per_step % self.num_processes),
+             f"prompts_per_step ({self.prompts_per_step!r}) must be a multiple of num_processes "
+             f"({self.num_processes!r}): each process takes an equal share")
+        need(not self.accelerate_config or (REPO_ROOT / self.accelerate_config).is_file()
+             or Path(self.accelerate_config).is_file(),
+             f"accelerate_config must name an existing file, got {self.accelerate_config!r}")
+        # log-prob controls
+        cap = min(self.max_tokens, self.max_response_tokens)
+        need(0 <= self.logprob_equal_tokens <= cap,
+             f"logprob_equal_tokens must be in 0..{cap} (0 = the shortest cap, min(max_tokens={self.max_tokens}, "
+             f"max_response_tokens={self.max_response_tokens})), got {self.logprob_equal_tokens!r}")
+        need(self.t1_samples >= 0, f"t1_samples must be >= 0 (0 = n_per_group), got {self.t1_samples!r}")
+        bad = [s for s in self.t1_styles if s not in ("plain", "humanlike", "persona", "seeded")]
+        need(not bad, f"t1_styles must be a subset of [plain, humanlike, persona, seeded], got {self.t1_styles}")
         if errors:
             raise ConfigError(f"invalid configuration (profile {self.profile!r}):\n  - " + "\n  - ".join(errors))
 
@@ -188,12 +272,32 @@ class Config:
         return p
 
     def resolved_inference_dtype(self) -> str:
-        """``inference_dtype`` with ``auto`` decided for this machine's CPU (simlib.hardware)."""
+        """``inference_dtype`` with ``auto`` decided for the device models load on (simlib.hardware)."""
         if self.inference_dtype != "auto":
             return self.inference_dtype
-        from .hardware import native_bf16
+        from .hardware import pick_dtype
 
-        return "bfloat16" if native_bf16("cpu") else "float32"
+        return pick_dtype("auto", self.device)
+
+    def resolved_device(self) -> str:
+        """``device`` with ``auto`` decided for this machine: cuda or cpu (simlib.hardware.pick_device)."""
+        from .hardware import pick_device
+
+        return pick_device(self.device)
+
+    def resolved_policy_dtype(self) -> str:
+        """``policy_dtype`` with ``auto`` decided for the device GRPO trains on."""
+        from .hardware import pick_dtype
+
+        return pick_dtype(self.policy_dtype, self.device)
+
+    def resolved_num_processes(self) -> int:
+        """``num_processes`` with ``auto`` = the GPUs visible to the training device (1 on a CPU)."""
+        if self.num_processes != "auto":
+            return int(self.num_processes)
+        from .hardware import gpu_count
+
+        return max(1, gpu_count()) if self.resolved_device() == "cuda" else 1
 
     def resolved_bf16(self) -> bool:
         """``bf16`` with ``auto`` decided for the device GRPO trains on (simlib.hardware)."""
@@ -201,7 +305,7 @@ class Config:
             return bool(self.bf16)
         from .hardware import native_bf16, training_device
 
-        return native_bf16(training_device())
+        return native_bf16(training_device(self.device))
 
     def resolved_data_dir(self) -> str | None:
         return self.data_dir or os.environ.get("SIMLIB_DATA_DIR") or None

@@ -47,6 +47,9 @@ def _load(model_dir: str) -> tuple[Any, Any]:
     _check_pooling(path)
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModel.from_pretrained(model_dir, local_files_only=True)
+    from .hardware import pick_device
+
+    model.to(pick_device())  # the one device rule (simlib.hardware); float32 weights as before
     model.eval()
     return tok, model
 
@@ -93,6 +96,7 @@ def embed_texts(
                 max_length=max_length,
                 return_tensors="pt",
             )
+            enc = enc.to(model.device)
             hidden = model(**enc).last_hidden_state  # (b, L, d)
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             summed = (hidden * mask).sum(dim=1)

@@ -5,9 +5,16 @@ halves the memory traffic that bounds a small model; on one without (AVX2 only),
 it and, measured on such a 2-core AMD EPYC, a SmolLM2-135M prompt is read 5x slower in bfloat16
 than in float32 and a bf16-autocast training pass is 23x slower. ``inference_dtype: auto`` and
 ``bf16: auto`` therefore ask :func:`native_bf16`.
+
+The device rule (every model load: sampling, scoring, hidden features, embeddings, BERTScore,
+evaluation, training) is :func:`pick_device` and :func:`pick_dtype`: CUDA when PyTorch sees a GPU,
+else the CPU; bfloat16 weights where that device computes bfloat16 natively, else float32. The
+``device`` parameter (auto, cpu, cuda) overrides the first; ``SIMLIB_DEVICE`` does the same for a
+whole process (``simlib run`` sets it from the parameter, so the notebooks' kernels inherit it).
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 # x86 flags (/proc/cpuinfo "flags") and the aarch64 feature (its "Features" line) of bf16 arithmetic.
@@ -38,11 +45,45 @@ def native_bf16(device: str = "cpu") -> bool:
     return bool(cpu_flags() & BF16_FLAGS)
 
 
-def training_device() -> str:
-    """Where GRPO trains (simlib.train's rule): CUDA when PyTorch sees a GPU, else the CPU. The
-    models that only infer (sampling, scoring, hidden features) always run on the CPU."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cuda_available() -> bool:
     try:
         import torch
     except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def gpu_count() -> int:
+    """CUDA devices PyTorch sees (0 without torch or CUDA)."""
+    return int(__import__("torch").cuda.device_count()) if cuda_available() else 0
+
+
+def pick_device(device: str | None = None) -> str:
+    """The device every model loads on: ``device`` (auto, cpu, cuda), else ``$SIMLIB_DEVICE``,
+    else auto; auto = CUDA when PyTorch sees a GPU, else the CPU. Asking for CUDA without a GPU
+    fails here rather than at the first tensor."""
+    choice = (device or os.environ.get("SIMLIB_DEVICE") or "auto").lower()
+    if choice not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {choice!r}")
+    if choice == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if choice == "cuda" and not cuda_available():
+        raise RuntimeError("device 'cuda' was asked for, but PyTorch sees no CUDA device "
+                           "(a CPU build of torch, or no GPU visible)")
+    return choice
+
+
+def pick_dtype(dtype: str = "auto", device: str | None = None) -> str:
+    """Weight dtype of a model on ``device``: ``dtype`` as given, or for ``auto`` bfloat16 where
+    the device computes it natively and float32 elsewhere."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if native_bf16(pick_device(device)) else "float32"
+
+
+def training_device(device: str | None = None) -> str:
+    """Where GRPO trains: the rule of :func:`pick_device`."""
+    return pick_device(device)

@@ -109,7 +109,8 @@ def build_prompt(title: str, body: str, subreddit: str, tokenizer,
         Write a reply.
 
     rendered with ``tokenizer.apply_chat_template([{"role": "user", "content": ...}],
-    tokenize=False, add_generation_prompt=True)``, so the reply is scored as the assistant's turn
+    tokenize=False, add_generation_prompt=True)`` and thinking off where the template has a switch
+    (:func:`simlib.chat.render`: Qwen3 closes an empty think block), so the reply is scored as the assistant's turn
     (for SmolLM2 the template also inserts its default system turn "You are a helpful AI
     assistant named SmolLM, trained by Hugging Face" and ends in ``<|im_start|>assistant\\n``).
 
@@ -139,7 +140,9 @@ def build_prompt(title: str, body: str, subreddit: str, tokenizer,
             parts.append(body)
         parts.append("Write a reply.")
         msg = [{"role": "user", "content": "\n\n".join(parts)}]
-        return tokenizer.apply_chat_template(msg, tokenize=False, add_generation_prompt=True)
+        from simlib.chat import render  # thinking off where the template has the switch (Qwen3)
+
+        return render(tokenizer, msg)
     text = f"r/{sub}\nTitle: {title}\n\n"
     if body:
         text += f"{body}\n\n"
@@ -623,7 +626,7 @@ def request_key(model_name: str, req: ScoreRequest, max_response_tokens: int,
 def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
                  tokenizer=None, model=None, max_response_tokens: int = 128,
                  batch_size: int = 16, flush_every: int = 64, dtype: str = "float32",
-                 **score_kwargs) -> list[dict]:
+                 keep_tokens: bool = False, **score_kwargs) -> list[dict]:
     """:func:`score` with a JSONL store, so a re-run scores only requests it has not seen.
 
     The key is :func:`request_key` (model name, prompt, response, ``max_response_tokens``;
@@ -633,11 +636,28 @@ def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
     Results are appended to the store every ``flush_every`` requests (whole prompts at a time),
     so an interrupted run keeps what it finished. Returns dicts in request order, with ids from
     ``requests`` and a ``key`` field.
+
+    ``keep_tokens=True`` also stores and returns each reply's per-token log-probs
+    (``token_logprobs``), so any prefix of a reply (e.g. its first L tokens, for comparisons at
+    equal length) can be averaged later without scoring again; a stored record without them
+    counts as missing. Such records are keyed apart (their ``base`` field holds the plain key),
+    and a plain call reads them too.
     """
+    score_kwargs.pop("token_logprobs", None)  # stored only with keep_tokens
     store = JsonlStore(store_path)
-    keys = [request_key(model_name, r, max_response_tokens, dtype=dtype,
-                        bf16=score_kwargs.get("bf16", False)) for r in requests]
-    have = {rec["key"]: rec for rec in store}
+    keys = plain_keys = [request_key(model_name, r, max_response_tokens, dtype=dtype,
+                                     bf16=score_kwargs.get("bf16", False)) for r in requests]
+    recs_in = list(store)
+    if keep_tokens:
+        # records with tokens have keys of their own (the store keeps the first record of a key,
+        # so one with tokens could not replace one without); "base" links them to the plain key
+        keys = [content_hash({"base": k, "token_logprobs": True}, n=24) for k in keys]
+        have = {rec["key"]: rec for rec in recs_in if "token_logprobs" in rec}
+    else:
+        have = {rec["key"]: rec for rec in recs_in}
+        for rec in recs_in:
+            have.setdefault(rec.get("base"), rec)
+    base = dict(zip(keys, plain_keys))
     missing: "OrderedDict[str, ScoreRequest]" = OrderedDict()
     for k, r in zip(keys, requests):
         if k not in have and k not in missing:
@@ -656,11 +676,14 @@ def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
             chunk.extend(group)
             if len(chunk) >= flush_every or gi == len(items) - 1:
                 scored = score([r for _, r in chunk], tokenizer, model, batch_size=batch_size,
-                               max_response_tokens=max_response_tokens, **score_kwargs)
+                               max_response_tokens=max_response_tokens,
+                               token_logprobs=keep_tokens, **score_kwargs)
                 recs = [{"key": k, "model": model_name, "max_response_tokens": max_response_tokens,
                          "post_id": r.post_id, "response_id": r.response_id,
                          "mean_logprob": s["mean_logprob"], "sum_logprob": s["sum_logprob"],
-                         "n_tokens": s["n_tokens"]} for (k, r), s in zip(chunk, scored)]
+                         "n_tokens": s["n_tokens"],
+                         **({"base": base[k], "token_logprobs": s["token_logprobs"]} if keep_tokens else {})}
+                        for (k, r), s in zip(chunk, scored)]
                 store.append(recs)
                 have.update({rec["key"]: rec for rec in recs})
                 chunk = []
@@ -669,7 +692,8 @@ def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
         rec = have[k]
         res.append({"post_id": r.post_id, "response_id": r.response_id, "key": k,
                     "mean_logprob": rec["mean_logprob"], "sum_logprob": rec["sum_logprob"],
-                    "n_tokens": rec["n_tokens"]})
+                    "n_tokens": rec["n_tokens"],
+                    **({"token_logprobs": rec["token_logprobs"]} if keep_tokens else {})})
     return res
 
 

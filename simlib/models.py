@@ -130,18 +130,33 @@ def set_threads() -> None:
         torch.set_num_threads(int(n))
 
 
-def load_causal_lm(name: str, dtype: str = "float32"):
-    """Load (tokenizer, model) for a causal LM name, in eval mode."""
-    import torch
-
+def load_causal_lm(name: str, dtype: str = "float32", device: str | None = None):
+    """Load (tokenizer, model) for a causal LM name, in eval mode, on the device of the one rule
+    (:func:`simlib.hardware.pick_device`: ``device`` auto/cpu/cuda, else ``$SIMLIB_DEVICE``, else
+    CUDA when present). ``dtype`` float32, bfloat16, float16, or auto (bfloat16 where that device
+    computes it natively, :func:`simlib.hardware.pick_dtype`)."""
     set_threads()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve(name)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    model.eval()
+    model = place(AutoModelForCausalLM.from_pretrained, path, dtype=dtype, device=device)
     return tok, model
+
+
+def place(loader: Callable, path: str, dtype: str = "float32", device: str | None = None, **kw):
+    """``loader(path, dtype=..., **kw)`` (a ``from_pretrained``) with the device rule applied: the
+    weights load in the rule's dtype and move to its device; the model comes back in eval mode."""
+    import torch
+
+    from .hardware import pick_device, pick_dtype
+
+    dev = pick_device(device)
+    model = loader(path, dtype=getattr(torch, pick_dtype(dtype, dev)), **kw)
+    if dev != "cpu":
+        model = model.to(dev)
+    model.eval()
+    return model
 
 
 def provision(names: tuple[str, ...] = tuple(LOCAL_MODELS)) -> dict[str, str]:

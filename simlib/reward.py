@@ -154,7 +154,8 @@ class BertScoreReward:
     batch_size:
         Texts per encoder forward pass.
     device:
-        Encoder device; default CUDA when available, else CPU (bert_score's rule).
+        Encoder device; default :func:`simlib.hardware.pick_device` (CUDA when available, else CPU,
+        unless ``$SIMLIB_DEVICE`` says otherwise).
     max_cached_posts:
         Keep at most this many posts' reference embeddings (least recently used dropped);
         ``None`` keeps all.
@@ -176,6 +177,10 @@ class BertScoreReward:
         self.batch_size = int(batch_size)
         self.max_cached_posts = max_cached_posts
         self.references: dict[Any, list[str]] = {k: list(v) for k, v in (references or {}).items()}
+        if device is None:  # the one device rule (simlib.hardware): CUDA when present, unless overridden
+            from .hardware import pick_device
+
+            device = pick_device()
         self.scorer = load_scorer(**self.profile, device=device)
         self.device = self.scorer.device
         self._model = self.scorer._model

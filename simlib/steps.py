@@ -38,7 +38,13 @@ def _dump_stamp(paths: list) -> list:
 
 
 def real_responses(cfg: Config) -> tuple[pd.DataFrame, dict]:
-    """Real posts and top-level responses, filtered and split chronologically by post (cached)."""
+    """Real posts and top-level responses, filtered and split chronologically by post (cached).
+
+    The source is the pinned crawl, or the Pushshift/Arctic-Shift ``dumps`` when set; either way
+    ``subreddits`` (case-insensitive) and ``n_posts`` select the threads read by one rule
+    (:mod:`simlib.data.select`), so every step downstream, and any count made from this table,
+    sees the same posts whatever the source.
+    """
     from . import data
 
     subset = {k: getattr(cfg, k) for k in ("subreddits", "n_posts", "min_chars", "min_responses",
@@ -54,8 +60,7 @@ def real_responses(cfg: Config) -> tuple[pd.DataFrame, dict]:
     kw = dict(min_chars=cfg.min_chars, min_responses=cfg.min_responses,
               max_responses_per_post=cfg.max_responses, fractions=fractions)
     if dumps:
-        frames = [data.read_pushshift(s, c) for s, c in dumps]
-        df, report = data.prepare(pd.concat(frames, ignore_index=True), **kw)
+        df, report = data.load_dumps(dumps, cfg.subreddits, max_posts=cfg.n_posts or None, **kw)
     else:
         # data_dir=None lets the registry read $SIMLIB_DATA_DIR itself, so a missing file's error
         # names the setting the user actually made (the parameter or the environment variable).
@@ -180,21 +185,31 @@ def _prices(model: str) -> dict:
     return {"price_per_1k_in": 0.00015, "price_per_1k_out": 0.0006} if model.startswith("gpt-4o-mini") else {}
 
 
-def judge_labels(cfg: Config, items: pd.DataFrame, endpoint: tuple[str, str] | None = None) -> pd.DataFrame:
-    """Register labels for ``items`` (columns item_id, title, text), cached in ``judge.jsonl``."""
-    from .generate import generate, load_store
-    from .judge import judge_requests, label_table
+def judge_labels(cfg: Config, items: pd.DataFrame, endpoint: tuple[str, str] | None = None,
+                 questions: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Stance and register labels for ``items`` (columns item_id, title, text; optional subreddit),
+    chosen by the judge model's log-prob over fixed label sets (:mod:`simlib.judge`), cached by
+    content in ``judge/<model>.jsonl``. One row per item: ``stance``, ``register`` with their
+    margins, and ``label`` (the register, what the remedy chapter counts); ``questions`` limits the
+    questions asked (e.g. ``("stance",)``). ``endpoint`` is accepted for compatibility and unused:
+    the judge reads the replies, it writes nothing."""
+    from .judge import choose, judge_requests
+    from .logprob import score_cached
 
-    store = cfg.path("judge.jsonl")
-    with contextlib.ExitStack() as stack:
-        if endpoint is None and cfg.api_base_url:
-            endpoint = (cfg.api_base_url, cfg.judge)
-        base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
-        reqs = judge_requests(items.to_dict("records"), model)
-        generate(reqs, store, base_url, model, concurrency=cfg.concurrency, progress=True)
-    keys = {r.key for r in reqs}
-    rows = load_store(store)
-    return label_table(rows[rows["key"].isin(keys)])
+    del endpoint
+    if cfg.judge == cfg.generator:
+        raise ValueError(f"the judge must not label replies it wrote: judge and generator are both {cfg.judge!r}; "
+                         "set judge to another local causal LM (e.g. the scorer)")
+    recs = items.to_dict("records")
+    reqs = judge_requests(recs, max_chars=JUDGE_CHARS, questions=questions)
+    scored = score_cached(reqs, cfg.path("judge", f"{cfg.judge.replace('/', '_')}.jsonl"), cfg.judge,
+                          max_response_tokens=16, batch_size=cfg.logprob_batch_size,
+                          dtype=cfg.resolved_inference_dtype())
+    out = choose(pd.DataFrame(scored), {str(r["item_id"]): str(r["title"]) for r in recs})
+    return out.assign(label=out["register"] if "register" in out else None)
+
+
+JUDGE_CHARS = 600  # the judge reads a reply's first 600 characters: a verdict and its reasons come first
 
 
 def embeddings(cfg: Config, texts: list[str]) -> np.ndarray:
@@ -224,18 +239,21 @@ def _load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(resolve(name))
 
 
-def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None, n: int | None = None) -> pd.DataFrame:
+def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None, n: int | None = None,
+                temperature: float | None = None) -> pd.DataFrame:
     """``n`` replies sampled from ``model_name`` (default: the scorer) to each post, under the
-    scorer's own conditioning (:func:`simlib.logprob.build_prompt`), cached in a JSONL store."""
+    scorer's own conditioning (:func:`simlib.logprob.build_prompt`), at ``temperature`` (default:
+    the profile's), cached in a JSONL store keyed by all of these."""
     from .cache import JsonlStore
     from .logprob import build_prompt, sample_own
 
     model_name = model_name or cfg.scorer
     n = n or cfg.n_per_group
+    temperature = cfg.temperature if temperature is None else float(temperature)
     tok = _load_tokenizer(model_name)
     store = JsonlStore(cfg.path("own", f"{model_name.replace('/', '_')}.jsonl"))
     have = {r["key"]: r for r in store}
-    settings = {"model": model_name, "n": n, "max_new_tokens": cfg.max_tokens, "temperature": cfg.temperature,
+    settings = {"model": model_name, "n": n, "max_new_tokens": cfg.max_tokens, "temperature": temperature,
                 "seed": cfg.seed, "max_post_chars": cfg.max_post_chars, "code": _code_hash("sampling.py"),
                 **_dtype_key(cfg)}
     todo, keys = [], {}
@@ -247,13 +265,13 @@ def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None,
     if todo:
         from .models import load_causal_lm
 
-        tok, model = load_causal_lm(model_name, dtype=cfg.resolved_inference_dtype())
+        tok, model = load_causal_lm(model_name, dtype=cfg.resolved_inference_dtype(), device=_device(cfg))
         per = max(1, cfg.sample_rows // n)
         todo.sort(key=lambda t: -len(t[1]))  # similar lengths decode together (little padding)
         for i in range(0, len(todo), per):  # each batch of posts is stored as soon as it is sampled
             chunk = todo[i:i + per]
             texts = sample_own([p for _, p in chunk], tok, model, n=n, max_new_tokens=cfg.max_tokens,
-                               temperature=cfg.temperature, seed=cfg.seed, stop_strings=["\n\n"],
+                               temperature=temperature, seed=cfg.seed, stop_strings=["\n\n"],
                                max_rows=cfg.sample_rows)
             recs = [{"key": keys[pid], "post_id": pid, "texts": t} for (pid, _), t in zip(chunk, texts)]
             store.append(recs)
@@ -262,12 +280,28 @@ def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None,
     return pd.DataFrame(rows, columns=["post_id", "source", "text"])
 
 
-def logprob_scores(cfg: Config, table: pd.DataFrame, posts: pd.DataFrame, scorer: str | None = None) -> pd.DataFrame:
+def _device(cfg: Config) -> str | None:
+    # "auto" passes None, so $SIMLIB_DEVICE still applies (simlib.hardware.pick_device)
+    d = getattr(cfg, "device", "auto")
+    return None if d == "auto" else d
+
+
+def logprob_scores(cfg: Config, table: pd.DataFrame, posts: pd.DataFrame, scorer: str | None = None,
+                   max_response_tokens: int | None = None) -> pd.DataFrame:
     """Mean token log-prob of every row of ``table`` (post_id, source, text) given its post,
-    under ``scorer`` (default: the config's scorer), prefix-shared and cached by content."""
+    under ``scorer`` (default: the config's scorer), prefix-shared and cached by content.
+
+    Adds ``mean_logprob`` and ``n_tokens`` over the first ``max_response_tokens`` tokens (default:
+    the config's), and ``mean_logprob_eq`` / ``n_tokens_eq`` over the first L tokens
+    (:func:`equal_tokens`), the same cap for every source, computed from the stored per-token
+    log-probs without scoring again.
+    """
+    from .convergence import equal_length_mean
     from .logprob import ScoreRequest, build_prompt, score_cached
 
     scorer = scorer or cfg.scorer
+    cap = max_response_tokens or cfg.max_response_tokens
+    L = min(equal_tokens(cfg), cap)
     tok = _load_tokenizer(scorer)
     by_id = posts.set_index("post_id")
     prompts = {pid: build_prompt(p.title, p.body, p.subreddit, tok, max_post_chars=cfg.max_post_chars)
@@ -275,29 +309,33 @@ def logprob_scores(cfg: Config, table: pd.DataFrame, posts: pd.DataFrame, scorer
     reqs = [ScoreRequest(post_id=r.post_id, response_id=str(i), prompt=prompts[r.post_id], response=r.text)
             for i, r in zip(table.index, table.itertuples())]
     scored = score_cached(reqs, cfg.path("logprob", f"{scorer.replace('/', '_')}.jsonl"), scorer,
-                          max_response_tokens=cfg.max_response_tokens, batch_size=cfg.logprob_batch_size,
-                          dtype=cfg.resolved_inference_dtype())
+                          max_response_tokens=cap, batch_size=cfg.logprob_batch_size,
+                          dtype=cfg.resolved_inference_dtype(), keep_tokens=True)
+    eq = [equal_length_mean(s["token_logprobs"], L) for s in scored]
     out = table.copy()
     out["scorer"] = scorer
     out["mean_logprob"] = [s["mean_logprob"] for s in scored]
     out["n_tokens"] = [s["n_tokens"] for s in scored]
+    out["mean_logprob_eq"] = [m for m, _ in eq]
+    out["n_tokens_eq"] = [k for _, k in eq]
     return out
 
 
-def hidden_features(cfg: Config, texts: list[str], model_name: str) -> np.ndarray:
-    """Mean-pooled last-layer hidden states of ``texts`` under ``model_name`` (cached by content);
-    the encoder (MiniLM) gives its sentence embeddings."""
+def hidden_features(cfg: Config, texts: list[str], model_name: str, max_length: int = 256) -> np.ndarray:
+    """Mean-pooled last-layer hidden states of ``texts`` under ``model_name``, each text cut to its
+    first ``max_length`` tokens (cached by content); the encoder (MiniLM) gives its sentence embeddings."""
     if model_name == cfg.encoder:
         return embeddings(cfg, texts)
     from .alignment import mean_pooled_hidden
     from .models import load_causal_lm
 
-    key = content_hash({"model": model_name, "texts": texts, "code": _code_hash("alignment.py"), **_dtype_key(cfg)})
+    key = content_hash({"model": model_name, "texts": texts, "code": _code_hash("alignment.py"), **_dtype_key(cfg),
+                        **({"max_length": max_length} if max_length != 256 else {})})
     path = cfg.path("hidden", f"{key}.npy")
     if path.exists():
         return np.load(path)
-    tok, model = load_causal_lm(model_name, dtype=cfg.resolved_inference_dtype())
-    feats = mean_pooled_hidden(texts, tok, model)
+    tok, model = load_causal_lm(model_name, dtype=cfg.resolved_inference_dtype(), device=_device(cfg))
+    feats = mean_pooled_hidden(texts, tok, model, max_length=max_length)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, feats)
     os.replace(tmp, path)
@@ -318,36 +356,105 @@ def policy_prompts(cfg: Config, posts: pd.DataFrame) -> pd.DataFrame:
                                     for p in posts.to_dict("records")]})
 
 
-def references(real: pd.DataFrame, synthetic: pd.DataFrame, per_post: int) -> dict[str, dict[str, list[str]]]:
-    """Targets per post: ``real`` and ``synthetic`` (all of ``synthetic``'s styles, taken in turn:
-    sample 0 of each style, then sample 1, ...), each capped at the same ``per_post`` count, so that
-    the synthetic and the real run train on the same amount of data."""
-    synthetic = synthetic.sort_values(["post_id", "sample_index", "style"], kind="stable")
-    return {"synthetic": _targets(synthetic, "text", per_post), "real": _targets(real, "response_text", per_post)}
+def reward_targets(cfg: Config, real: pd.DataFrame, posts: pd.DataFrame,
+                   synthetic: pd.DataFrame | None = None) -> dict[str, dict[str, list[str]]]:
+    """Targets per post and kind for the reward experiment, each cut to the completion budget
+    (``max_completion_length`` of the policy's tokens, on a word boundary: :func:`simlib.examples.cap_tokens`).
+
+    ``real``: a seeded random draw from each post's replies. ``synthetic``: the replies of
+    ``cfg.reward_synthetic_from`` (the generator's styles, taken in turn, or a local model's samples).
+    When the policy wrote the gap chapter's replies (``synthetic`` given, generator = policy), they
+    come as a third, evaluation-only kind ``policy_own``: how much closer the untrained policy is to
+    its own text than to another model's measures what self-similarity would cost.
+    """
+    from . import examples
+
+    n = max(cfg.reward_targets_per_post, cfg.eval_refs)
+    tok = _load_tokenizer(cfg.policy)
+    targets = {"real": examples.draw(examples.by_post(real, "response_text"), n, cfg.seed)}
+    if cfg.reward_synthetic_from == "generator":
+        if synthetic is None:
+            raise ValueError("reward_synthetic_from=generator needs the generator's replies (synthetic=...)")
+        targets["synthetic"] = examples.first(_in_turn(synthetic), n)
+    else:
+        own = own_samples(cfg, posts, model_name=cfg.reward_synthetic_from, n=max(n, cfg.n_per_group))
+        targets["synthetic"] = examples.first(examples.by_post(own, "text"), n)
+        if synthetic is not None and cfg.generator == cfg.policy:
+            targets["policy_own"] = examples.first(_in_turn(synthetic), n)
+    wanted = set(posts["post_id"].astype(str))
+    return {kind: {p: [examples.cap_tokens(t, tok, cfg.max_completion_length) for t in ts]
+                   for p, ts in by.items() if p in wanted}
+            for kind, by in targets.items()}
 
 
-def style_references(synthetic: pd.DataFrame, per_post: int) -> dict[str, dict[str, list[str]]]:
-    """Targets per post for each style of ``synthetic`` on its own (e.g. ``persona``, ``seeded``),
-    capped at ``per_post`` like :func:`references`."""
-    return {str(style): _targets(g.sort_values(["post_id", "sample_index"], kind="stable"), "text", per_post)
-            for style, g in synthetic.groupby("style", sort=False)}
+def _in_turn(synthetic: pd.DataFrame) -> dict[str, list[str]]:
+    # sample 0 of each style, then sample 1, ...: every style is represented from the first targets on
+    from . import examples
+
+    return examples.by_post(synthetic.sort_values(["post_id", "sample_index", "style"], kind="stable"), "text")
 
 
-def _targets(df: pd.DataFrame, col: str, per_post: int) -> dict[str, list[str]]:
-    texts = df.assign(_t=df[col].fillna("").astype(str).str.strip())
-    texts = texts[texts["_t"] != ""]
-    return {str(pid): g["_t"].head(per_post).tolist() for pid, g in texts.groupby("post_id")}
+def reward_design(cfg: Config, real: pd.DataFrame, posts: pd.DataFrame, synthetic: pd.DataFrame | None = None,
+                  extra: dict[str, pd.DataFrame] | None = None):
+    """The :class:`simlib.examples.Design` of the reward experiment: training examples from the
+    training posts, the probe set, and the held-out test posts with their references.
+
+    ``extra``: further target kinds (``{name: table with post_id, text}``, e.g. the remedy styles),
+    drawn and capped like the synthetic ones.
+    """
+    from . import examples
+
+    targets = reward_targets(cfg, real, posts, synthetic)
+    n = max(cfg.reward_targets_per_post, cfg.eval_refs)
+    tok = _load_tokenizer(cfg.policy) if extra else None
+    for name, table in (extra or {}).items():
+        targets[name] = {p: [examples.cap_tokens(t, tok, cfg.max_completion_length) for t in ts]
+                         for p, ts in examples.first(_in_turn(table), n).items()}
+    split = posts.set_index(posts["post_id"].astype(str))["split"]
+    prompts = policy_prompts(cfg, posts)
+    train = prompts[prompts["post_id"].map(split) == "train"]
+    test = prompts[prompts["post_id"].map(split) == "test"]
+    eval_only = tuple(k for k in targets if k == "policy_own")
+    return examples.design(train, test, targets, k=cfg.reward_targets_per_post, r=cfg.eval_refs,
+                           probe_posts=cfg.probe_posts, eval_only=eval_only)
 
 
 def train_spec(cfg: Config, seed: int):
-    """The TrainSpec of one seed, from the config (the runs of a seed differ only in their target)."""
+    """The TrainSpec of one seed, from the config (the runs of a seed differ only in their target).
+
+    ``prompts_per_step`` counts the prompts of a whole step; with ``num_processes`` > 1 (a launch
+    through accelerate, :mod:`simlib.launch`) each process takes an equal share. vLLM rollouts are
+    asked for only where vllm is importable and a GPU trains; elsewhere a warning says they are off.
+    """
+    import importlib.util
+    import warnings
+
     from .train import TrainSpec
 
+    n = cfg.resolved_num_processes()
+    if cfg.prompts_per_step % n:
+        raise ValueError(f"prompts_per_step ({cfg.prompts_per_step}) is not a multiple of the {n} training "
+                         "processes; set num_processes or prompts_per_step")
+    vllm: dict = {}
+    if cfg.vllm_mode != "off":
+        if importlib.util.find_spec("vllm") is not None and cfg.resolved_device() == "cuda":
+            vllm = dict(use_vllm=True, vllm_mode=cfg.vllm_mode,
+                        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+        else:
+            warnings.warn(f"vllm_mode={cfg.vllm_mode!r} but vllm is not importable or no GPU trains: "
+                          "GRPO rolls out with simlib's sampler", stacklevel=2)
     return TrainSpec(policy=cfg.policy, seed=seed, steps=cfg.grpo_steps, num_generations=cfg.num_generations,
-                     prompts_per_step=cfg.prompts_per_step, beta=cfg.beta, loss_type=cfg.loss_type,
+                     prompts_per_step=cfg.prompts_per_step // n, beta=cfg.beta, loss_type=cfg.loss_type,
                      learning_rate=cfg.learning_rate, max_completion_length=cfg.max_completion_length,
+                     temperature=cfg.temperature,  # one temperature for targets, rollouts and evaluation
                      use_lora=cfg.use_lora, bf16=cfg.resolved_bf16(), encoder=cfg.encoder,
-                     reward_aggregate=cfg.reward_aggregate, output_dir=str(cfg.path("grpo", "x").parent))
+                     reward_aggregate=cfg.reward_aggregate, output_dir=str(cfg.path("grpo", "x").parent),
+                     # devices and scale: the defaults (float32, no checkpointing, auto device, 1 process)
+                     # leave the spec, and so the run folders of CPU profiles, as they were
+                     dtype=cfg.resolved_policy_dtype(), gradient_checkpointing=cfg.gradient_checkpointing,
+                     use_cpu={"auto": None, "cpu": True, "cuda": False}[cfg.device],
+                     num_processes=n, **vllm,
+                     accelerate_config=cfg.accelerate_config if cfg.resolved_device() == "cuda" else "")
 
 
 def grpo_runs(cfg: Config, prompts: pd.DataFrame, refs: dict[str, dict]) -> dict[tuple[str, int], Path]:
@@ -366,20 +473,112 @@ def grpo_runs(cfg: Config, prompts: pd.DataFrame, refs: dict[str, dict]) -> dict
     return done
 
 
-def evaluation(cfg: Config, model: str, tag: str, test_prompts: pd.DataFrame, refs: dict, seed: int = 0) -> dict:
-    """Mean BERTScore of ``model``'s replies to the test posts, against real and synthetic
-    references (cached as JSON by model, prompts, references and settings)."""
-    from .train import evaluate
+def eval_seed(cfg: Config, run_seed: int) -> int:
+    """The sampling seed of every evaluation paired with run seed ``run_seed`` (the base policy's too)."""
+    return 100_000 + 1_000 * int(run_seed) + int(cfg.seed)
 
-    settings = {"model": str(model), "prompts": test_prompts.to_dict("records"), "refs": refs,
-                "n": cfg.eval_samples, "max_new_tokens": cfg.max_completion_length, "seed": seed,
-                "encoder": cfg.encoder, "aggregate": cfg.reward_aggregate, "code": _code_hash("train.py", "reward.py", "sampling.py"),
-                **_dtype_key(cfg)}
-    path = cfg.path("eval", f"{tag}-{content_hash(settings)}.json")
+
+def policy_evaluation(cfg: Config, model: str, design, run_seed: int, base: dict | None = None) -> dict:
+    """``model``'s replies to the design's probe and test posts, sampled with the seed paired with
+    ``run_seed`` and cached by content (:func:`simlib.evaluate.sample_policy`; with ``base``, the base
+    policy's evaluation of that seed, also the log-prob shift), then scored against every kind of
+    reference of the design (:func:`simlib.evaluate.score_replies`, cheap, not cached), so designs that
+    differ only in their references share the sampling."""
+    from .evaluate import sample_policy, score_replies
+
+    probe, test = design.probe, design.test
+    prompts = probe["prompt"].tolist() + test["prompt"].tolist()
+    ids = [f"probe:{p}" for p in probe["post_id"]] + [f"test:{p}" for p in test["post_id"]]
+    refs = {k: {**{f"probe:{p}": v for p, v in design.probe_refs.get(k, {}).items()},
+                **{f"test:{p}": v for p, v in design.test_refs[k].items()}} for k in design.kinds}
+    sampling = {"n": cfg.eval_samples, "max_new_tokens": cfg.max_completion_length, "temperature": cfg.temperature,
+                "seed": eval_seed(cfg, run_seed), "max_rows": cfg.sample_rows, "dtype": cfg.resolved_inference_dtype()}
+    key = {"model": str(model), "prompts": prompts, **sampling, "base": base["responses"] if base else None,
+           "code": _code_hash("evaluate.py", "train.py", "sampling.py", "logprob.py")}
+    path = cfg.path("eval", f"{content_hash(key)}.json")
     if path.exists():
-        return json.loads(path.read_text())
-    res = evaluate(model, test_prompts, refs["real"], refs["synthetic"], n=cfg.eval_samples,
-                   max_new_tokens=cfg.max_completion_length, seed=seed, encoder=cfg.encoder,
-                   aggregate=cfg.reward_aggregate, dtype=cfg.resolved_inference_dtype(), max_rows=cfg.sample_rows)
-    atomic_write_json(path, res)
-    return res
+        res = json.loads(path.read_text())
+    else:
+        res = sample_policy(str(model), prompts, **sampling, shift_of=base["responses"] if base else None,
+                            base_logprobs=base["self_logprob"] if base else None)
+        atomic_write_json(path, res)
+    return {"post_id": ids, **res, "scores": score_replies(res["responses"], ids, refs, cfg.encoder)}
+
+
+def reward_evaluations(cfg: Config, design, runs: dict[tuple[str, int], Path]) -> dict:
+    """The base policy once per run seed and every run, on the design's probe and test posts:
+    ``{("base", seed): eval, (kind, seed): eval}``."""
+    out = {("base", s): policy_evaluation(cfg, cfg.policy, design, s) for s in sorted({s for _, s in runs})}
+    for (kind, s), run in runs.items():
+        out[(kind, s)] = policy_evaluation(cfg, str(run), design, s, base=out[("base", s)])
+    return out
+
+
+# --- quality and judge
+
+
+def reply_quality(cfg: Config, responses: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
+    """``responses`` (post_id, source, text) with the quality components of :mod:`simlib.quality`:
+    ``relevance`` (encoder cosine between reply and post) and ``fluency`` (mean token log-prob under
+    the scorer, the same cached scores the log-prob chapter reads)."""
+    from . import gap
+
+    reply_emb = embeddings(cfg, responses["text"].tolist())
+    texts = gap.post_texts(posts, cfg.max_post_chars)
+    post_emb = pd.DataFrame(embeddings(cfg, texts.tolist()), index=texts.index)
+    scores = logprob_scores(cfg, responses[["post_id", "source", "text"]], posts)
+    return gap.with_quality(responses, reply_emb, post_emb, scores["mean_logprob"].to_numpy())
+
+
+def judge_validation_items(real: pd.DataFrame, posts: pd.DataFrame, per_post: int, seed: int = 0) -> pd.DataFrame:
+    """Real replies that state an AITA verdict (the judge's ground truth): up to ``per_post`` per
+    post, drawn at random with ``seed``; columns item_id, post_id, title, subreddit, text, verdict."""
+    from .diversity import parse_verdict
+
+    r = real.assign(text=real["response_text"].fillna("").astype(str))
+    r = r.assign(verdict=r["text"].map(parse_verdict)).dropna(subset=["verdict"])
+    r = r.sample(frac=1.0, random_state=seed).groupby("post_id", sort=False).head(per_post).sort_index()
+    by = posts.set_index("post_id")
+    return pd.DataFrame({"item_id": "truth:" + r["response_id"].astype(str), "post_id": r["post_id"],
+                         "title": r["post_id"].map(by["title"]), "subreddit": r["post_id"].map(by["subreddit"]),
+                         "text": r["text"], "verdict": r["verdict"]}).reset_index(drop=True)
+
+
+# --- log-prob controls
+
+
+def equal_tokens(cfg: Config) -> int:
+    """L, the number of scorer tokens every reply is compared on: ``logprob_equal_tokens``, or
+    (0) the shortest cap any source was cut at (:func:`simlib.convergence.equal_tokens`)."""
+    from .convergence import equal_tokens as _eq
+
+    return _eq(cfg.max_tokens, cfg.max_response_tokens, getattr(cfg, "logprob_equal_tokens", 0))
+
+
+def t1_sizes(cfg: Config) -> dict:
+    """The extra temperature-1.0 sets of the log-prob chapter: ``styles`` sampled, ``samples``
+    per post (synthetic and the scorer's own alike), and whether they are extra at all (a profile
+    that samples at 1.0 already reuses its main sets)."""
+    styles = list(getattr(cfg, "t1_styles", []) or cfg.styles)
+    samples = int(getattr(cfg, "t1_samples", 0) or cfg.n_per_group)
+    return {"styles": styles, "samples": samples, "extra": float(cfg.temperature) != 1.0}
+
+
+def synthetic_t1(cfg: Config, posts: pd.DataFrame, real: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The generator's replies at temperature 1.0: ``t1_samples`` per post in each of ``t1_styles``
+    (:func:`t1_sizes`), through :func:`synthetic_responses` (so cached in ``generations.jsonl``,
+    whose keys hold the temperature). Columns post_id, source (the style), text, temperature."""
+    import dataclasses
+
+    size = t1_sizes(cfg)
+    sub = dataclasses.replace(cfg, temperature=1.0, n_samples=size["samples"])
+    rows, _ = synthetic_responses(sub, posts, size["styles"], real=real)
+    out = pd.DataFrame({"post_id": rows["post_id"], "source": rows["style"],
+                        "text": rows["text"].fillna("").astype(str).str.strip(), "temperature": 1.0})
+    return out[out["text"] != ""].reset_index(drop=True)
+
+
+def own_t1(cfg: Config, posts: pd.DataFrame) -> pd.DataFrame:
+    """The scorer's own samples at temperature 1.0, ``t1_samples`` per post (:func:`t1_sizes`)."""
+    own = own_samples(cfg, posts, n=t1_sizes(cfg)["samples"], temperature=1.0)
+    return own.assign(temperature=1.0)[lambda d: d["text"] != ""].reset_index(drop=True)

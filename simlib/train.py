@@ -60,12 +60,15 @@ training processes::
     #             "gradient_checkpointing": true, "encoder": "microsoft/deberta-xlarge-mnli",
     #             "steps": 500, "num_generations": 8, "max_completion_length": 256,
     #             "learning_rate": 1e-6, "prompts_per_step": 2, ...}
-    accelerate launch --config_file .venv/lib/python3.11/site-packages/trl/accelerate_configs/zero3.yaml \\
+    accelerate launch --config_file configs/deepspeed_zero3.yaml \\
         --num_processes 8 -m simlib.train --spec spec.json --data data.json
 
-``zero3.yaml`` ships with TRL (``distributed_type: DEEPSPEED``, ``zero_stage: 3``,
-``zero3_init_flag: true``, ``mixed_precision: bf16``); DeepSpeed and vLLM must be installed on the GPU
-machine (they are not dependencies of this package). With ``vllm_mode="colocate"`` (a
+:func:`train` builds and runs that command itself when ``spec.num_processes`` > 1 or
+``spec.accelerate_config`` is set (:mod:`simlib.launch`; ``steps.train_spec`` maps the profile's
+``num_processes``, ``accelerate_config``, ``policy_dtype``, ``gradient_checkpointing`` and ``vllm_mode``).
+``configs/deepspeed_zero3.yaml`` holds TRL's ZeRO-3 settings (``distributed_type: DEEPSPEED``,
+``zero_stage: 3``, ``zero3_init_flag: true``, ``mixed_precision: bf16``); DeepSpeed and vLLM must be
+installed on the GPU machine (they are not dependencies of this package). With ``vllm_mode="colocate"`` (a
 ``GRPOConfig`` field of TRL 1.16, with ``use_vllm``, ``vllm_gpu_memory_utilization`` and
 ``vllm_tensor_parallel_size``) each process runs a vLLM engine that shares its GPU with training and
 receives the new weights after every optimizer step (ZeRO-3 gathers them, see
@@ -92,16 +95,19 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from simlib import models  # also sets the offline environment variables
 from simlib.cache import atomic_write_json, atomic_write_text, content_hash
+from simlib.chat import THINKING_OFF
 
 __all__ = [
     "TrainSpec", "train", "build_trainer", "paired_specs", "run_dir", "check_paired", "read_log", "last_checkpoint",
-    "generate_responses", "evaluate", "transfer_table", "main",
+    "generate_responses", "load_policy", "main",
 ]
 
 TARGETS = ("synthetic", "real")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 # Fields that may change between an interrupted run and its continuation.
 _RESUMABLE_FIELDS = ("steps", "save_steps", "save_total_limit", "keep_checkpoints", "output_dir")
+# Fields added later, with the default at which they are left out of the spec's hashes.
+_LATER_DEFAULTS = {"num_processes": 1, "accelerate_config": ""}
 
 
 @dataclass
@@ -187,6 +193,12 @@ class TrainSpec:
     """vLLM mode: colocate (inside the training processes) or server."""
     vllm_gpu_memory_utilization: float = 0.3
     """GPU memory share of a colocated vLLM engine."""
+    num_processes: int = 1
+    """Training processes; more than 1 (or an ``accelerate_config``) makes :func:`train` run itself under ``accelerate launch``
+    (:func:`simlib.launch.launch_train`), each process taking ``prompts_per_step`` prompts."""
+    accelerate_config: str = ""
+    """accelerate config file of a GPU launch (DeepSpeed ZeRO-3: ``configs/deepspeed_zero3.yaml``);
+    '' = plain data parallel. Set, :func:`train` launches even one process."""
     extra: dict = field(default_factory=dict)
     """Further ``GRPOConfig`` keyword arguments (they override the ones derived above)."""
 
@@ -207,6 +219,8 @@ class TrainSpec:
             errors.append(f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}")
         if self.vllm_mode not in ("colocate", "server"):
             errors.append(f"vllm_mode must be colocate or server, got {self.vllm_mode!r}")
+        if self.num_processes < 1:
+            errors.append(f"num_processes must be >= 1, got {self.num_processes}")
         if self.max_references < 0 or self.beta < 0 or not 0 < self.learning_rate < 1:
             errors.append("max_references and beta must be >= 0 and learning_rate in (0, 1)")
         if errors:
@@ -223,13 +237,17 @@ class TrainSpec:
             raise ValueError(f"unknown TrainSpec fields {unknown}; valid: {sorted(names)}")
         return cls(**dict(d))
 
+    def _hashed(self) -> dict[str, Any]:
+        # Fields added after runs existed enter hashes only when set, so older run folders keep their keys.
+        return {k: v for k, v in self.to_dict().items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+
     def hash(self) -> str:
         """Hash of everything but the output folder."""
-        return content_hash({k: v for k, v in self.to_dict().items() if k != "output_dir"})
+        return content_hash({k: v for k, v in self._hashed().items() if k != "output_dir"})
 
     def identity(self) -> str:
         """Hash of the fields a resumed run must share with the interrupted one."""
-        return content_hash({k: v for k, v in self.to_dict().items() if k not in _RESUMABLE_FIELDS})
+        return content_hash({k: v for k, v in self._hashed().items() if k not in _RESUMABLE_FIELDS})
 
 
 def paired_specs(spec: TrainSpec, root: str | os.PathLike | None = None) -> dict[str, TrainSpec]:
@@ -444,6 +462,8 @@ def _grpo_config(spec: TrainSpec, use_cpu: bool):
         disable_tqdm=True,
         log_level="warning",
         use_vllm=spec.use_vllm,
+        # Thinking off for templates with the switch (Qwen3): rollouts answer, they do not reason first.
+        chat_template_kwargs=dict(THINKING_OFF),
     )
     if spec.use_vllm:
         kwargs.update(vllm_mode=spec.vllm_mode, vllm_gpu_memory_utilization=spec.vllm_gpu_memory_utilization)
@@ -670,6 +690,15 @@ def train(spec: TrainSpec, prompts_df: Any, references: Mapping[Any, Sequence[st
                     f"{out} holds another run ({k} differs: {prev.get(k)} != {info[k]}); "
                     "use another output_dir or delete the folder")
 
+    from simlib import launch
+
+    if (spec.num_processes > 1 or spec.accelerate_config) and not launch.inside_launch():
+        # This process is not one of the launched ones: run the same entry point under
+        # `accelerate launch` (one process per GPU, or gloo on the CPU) and wait for it.
+        if callbacks:
+            raise ValueError("callbacks cannot reach the processes of a launched run (num_processes > 1)")
+        return launch.launch_train(spec, records, refs)
+
     from accelerate import PartialState
 
     use_cpu = _use_cpu(spec)
@@ -743,10 +772,16 @@ def check_paired(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> None:
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def _load_for_generation(model_dir_or_name: str, dtype: str = "float32"):
+def load_policy(model_dir_or_name: str, dtype: str = "float32"):
+    """``(tokenizer, model)`` of a simlib name, a folder or a :func:`train` result (a LoRA adapter is
+    merged), in eval mode, ready to sample."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from simlib.hardware import pick_device, pick_dtype
+
+    device = pick_device()  # the one device rule (simlib.hardware), as for every model load
+    dtype = pick_dtype(dtype, device)
     path = Path(model_dir_or_name)
     if path.is_dir() and (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
@@ -763,6 +798,8 @@ def _load_for_generation(model_dir_or_name: str, dtype: str = "float32"):
     tok = AutoTokenizer.from_pretrained(str(tok_src))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if device != "cpu":
+        model = model.to(device)
     model.eval()
     return tok, model
 
@@ -779,14 +816,15 @@ def generate_responses(model_dir_or_name: str, prompts: Sequence[Any], n: int = 
     seeded ``seed + i``, so its replies do not depend on the other prompts. Replies are decoded
     without special tokens. A loaded ``model``/``tokenizer`` pair may be passed to skip loading.
     """
+    from simlib.chat import render
     from simlib.sampling import batches, eos_ids, sample
 
     if model is None or tokenizer is None:
-        tokenizer, model = _load_for_generation(model_dir_or_name, dtype)
+        tokenizer, model = load_policy(model_dir_or_name, dtype)
     ids = []
     for prompt in prompts:
         msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        enc = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_dict=True)
+        enc = render(tokenizer, msgs, tokenize=True, return_dict=True)  # thinking off (simlib.chat)
         ids.append(list(enc["input_ids"]))
     results: list[list[str]] = [[] for _ in ids]
     for group in batches([len(i) for i in ids], n, max_rows):
@@ -796,72 +834,6 @@ def generate_responses(model_dir_or_name: str, prompts: Sequence[Any], n: int = 
         for i, rows in zip(group, toks):
             results[i] = [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
     return results
-
-
-def evaluate(model: str, test_prompts: Any, references_real: Mapping[Any, Sequence[str]],
-             references_synth: Mapping[Any, Sequence[str]], *, n: int = 4, max_new_tokens: int = 48,
-             seed: int = 0, encoder: str = "minilm-l6", aggregate: str = "max", temperature: float = 1.0,
-             max_references: int = 0, responses: Sequence[Sequence[str]] | None = None,
-             dtype: str = "float32", max_rows: int = 96) -> dict[str, Any]:
-    """Mean BERTScore of a model's replies to held-out posts, against real and synthetic references.
-
-    ``test_prompts``: rows with ``post_id`` and ``prompt`` (as for :func:`train`). ``responses``
-    (one list per prompt) skips generation; ``dtype`` is the policy's weight dtype while it
-    samples. Returns ``bertscore_real``/``bertscore_synth`` (means over all replies), their
-    per-post means (``per_post``, for bootstrap intervals), and the replies.
-    Run it on the base policy (before) and on each :func:`train` result (after) to fill the 2x2
-    transfer table (:func:`transfer_table`).
-    """
-    from simlib.reward import BertScoreReward
-
-    records = _records(test_prompts)
-    post_ids = [r["post_id"] for r in records]
-    if responses is None:
-        responses = generate_responses(model, [r["prompt"] for r in records], n=n,
-                                       max_new_tokens=max_new_tokens, seed=seed, temperature=temperature,
-                                       dtype=dtype, max_rows=max_rows)
-    if len(responses) != len(records):
-        raise ValueError(f"{len(responses)} response lists for {len(records)} prompts")
-    result: dict[str, Any] = {"model": str(model), "n_posts": len(records),
-                              "n_responses": sum(len(r) for r in responses), "encoder": encoder,
-                              "aggregate": aggregate}
-    per_post: dict[str, Any] = {"post_id": post_ids}
-    for label, refs in (("real", references_real), ("synth", references_synth)):
-        sel = _select_references(refs, post_ids, max_references)
-        scorer = BertScoreReward(encoder, sel, aggregate=aggregate)
-        cands = [c for rs in responses for c in rs]
-        pids = [p for p, rs in zip(post_ids, responses) for _ in rs]
-        scores = scorer.score(cands, pids)
-        it = iter(scores)
-        means = []
-        for rs in responses:
-            s = [next(it) for _ in rs]
-            means.append(sum(s) / len(s) if s else math.nan)
-        per_post[label] = means
-        result[f"bertscore_{label}"] = sum(scores) / len(scores) if scores else math.nan
-    result["per_post"] = per_post
-    result["responses"] = [list(r) for r in responses]
-    return result
-
-
-def transfer_table(before: Mapping[str, Any], after: Mapping[str, Mapping[str, Any]]):
-    """The 2x2 transfer table: rows = trained on (synthetic, real), columns = scored against.
-
-    ``before``: :func:`evaluate` of the base policy; ``after``: ``{"synthetic": eval, "real": eval}``
-    of the trained runs (means over seeds may be passed as dicts with the same keys). Returns a
-    DataFrame with the after scores, the before scores and their difference.
-    """
-    import pandas as pd
-
-    rows = []
-    for trained_on in TARGETS:
-        if trained_on not in after:
-            continue
-        for against, key in (("synthetic", "bertscore_synth"), ("real", "bertscore_real")):
-            rows.append({"trained_on": trained_on, "evaluated_against": against,
-                         "before": before[key], "after": after[trained_on][key],
-                         "delta": after[trained_on][key] - before[key]})
-    return pd.DataFrame(rows).set_index(["trained_on", "evaluated_against"])
 
 
 # ---------------------------------------------------------------------------------------------

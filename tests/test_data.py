@@ -556,6 +556,8 @@ def test_real_aitah_sample(monkeypatch, data_no_network):
     monkeypatch.setenv(R.DATA_DIR_ENV, str(_real_data_dir()))
     df, report = load_posts(("aitah",), min_chars=1, min_responses=10, offline=True)
     assert report["files"] == 88 and report["posts_read"] == 88 and report["rows_read"] == 7219
+    assert report["source"] == "crawler" and report["threads_read"] == report["threads_available"] == 88
+    assert report["subreddits"] == ["AITAH"] and report["max_posts"] is None
     removed = {r["filter"]: r["rows_removed"] for r in report["filters"]}
     # Counts documented in SOURCES.md: 57 empty stubs, 19 [deleted]/[removed], 0 bot texts.
     assert removed["load_more_stubs"] == 57 and removed["deleted"] == 19 and removed["bots"] == 0

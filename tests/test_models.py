@@ -75,3 +75,79 @@ def test_conversion_is_cached(monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
     assert (Path(models.resolve("smollm2-135m")) / ".complete").exists()
+
+
+# --- thinking off (simlib.chat) ---------------------------------------------------------------
+# A Qwen3-style template: with enable_thinking false, the generation prompt closes an empty think block.
+THINKING_TEMPLATE = (
+    "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+EMPTY_THINK = "<think>\n\n</think>\n\n"
+
+
+@pytest.fixture(scope="module")
+def thinking_tokenizer(tmp_path_factory):
+    """SmolLM2's tokenizer with a chat template that has Qwen3's thinking switch."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m"))
+    tok.chat_template = THINKING_TEMPLATE
+    path = tmp_path_factory.mktemp("thinking-tok")
+    tok.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+MSGS = [{"role": "user", "content": "AITA for leaving early?"}]
+
+
+def test_thinking_switch_is_detected_and_turned_off(thinking_tokenizer):
+    from simlib import chat
+
+    assert chat.has_thinking_switch(thinking_tokenizer)
+    assert not thinking_tokenizer.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True).endswith(EMPTY_THINK)
+    text = chat.render(thinking_tokenizer, MSGS)
+    assert text.endswith("<|im_start|>assistant\n" + EMPTY_THINK)
+    ids = chat.render(thinking_tokenizer, MSGS, tokenize=True, return_dict=True)["input_ids"]
+    assert list(ids) == thinking_tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_templates_without_the_switch_render_as_before():
+    from transformers import AutoTokenizer
+
+    from simlib import chat
+
+    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m"))
+    assert not chat.has_thinking_switch(tok) and chat.template_kwargs(tok) == {}
+    assert chat.render(tok, MSGS) == tok.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True)
+
+
+def test_scoring_prompts_and_policy_replies_render_with_thinking_off(thinking_tokenizer, monkeypatch):
+    """Both local call sites: the log-prob prompt (build_prompt) and policy sampling (generate_responses)."""
+    import simlib.sampling as sampling
+    from simlib.logprob import build_prompt
+    from simlib.train import generate_responses
+
+    assert build_prompt("AITA?", "I left early.", "aitah", thinking_tokenizer).endswith(EMPTY_THINK)
+    seen = []
+
+    def fake_sample(model, prompts, seeds, n, **kw):  # records the prompt ids the policy would continue
+        seen.extend(prompts)
+        return [[[thinking_tokenizer.eos_token_id]] * n for _ in prompts]
+
+    monkeypatch.setattr(sampling, "sample", fake_sample)
+    fake_model = type("M", (), {"generation_config": None})()
+    generate_responses("unused", [MSGS], n=1, model=fake_model, tokenizer=thinking_tokenizer)
+    assert thinking_tokenizer.decode(seen[0]).endswith(EMPTY_THINK)
+
+
+def test_trl_renders_grpo_prompts_with_the_configured_kwargs(thinking_tokenizer):
+    """GRPOConfig.chat_template_kwargs reaches TRL's rendering of the prompts."""
+    from trl.data_utils import maybe_apply_chat_template
+
+    from simlib.chat import THINKING_OFF
+
+    out = maybe_apply_chat_template({"prompt": MSGS}, thinking_tokenizer, **THINKING_OFF)
+    assert out["prompt"].endswith(EMPTY_THINK)

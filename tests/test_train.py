@@ -14,8 +14,9 @@ import pytest
 from transformers import TrainerCallback
 
 from simlib import models
-from simlib.train import (TrainSpec, check_paired, evaluate, generate_responses, last_checkpoint,
-                          paired_specs, read_log, run_dir, train, transfer_table)
+from simlib.evaluate import evaluate_policy
+from simlib.train import (TrainSpec, check_paired, generate_responses, last_checkpoint,
+                          paired_specs, read_log, run_dir, train)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -147,19 +148,19 @@ def test_lora_run_and_evaluation(tmp_path, tiny_policy):
     spec = tiny_spec(tmp_path, tiny_policy, steps=1, use_lora=True, lora_r=4, lora_alpha=8)
     final = train(spec, PROMPTS[:2], REFS)
     assert (final / "adapter_config.json").exists()
-    synth = {k: [v[0], "Thanks for sharing, that sounds hard."] for k, v in REFS.items()}
-    res = evaluate(str(final), PROMPTS[2:], REFS, synth, n=2, max_new_tokens=4, seed=0)
-    assert res["n_posts"] == 2 and res["n_responses"] == 4
-    for key in ("bertscore_real", "bertscore_synth"):
-        assert -1.0 <= res[key] <= 1.0
-    # given replies are scored, not regenerated; identical replies to the references score 1
-    perfect = [[REFS[p["post_id"]][0]] for p in PROMPTS]
-    res2 = evaluate("unused", PROMPTS, REFS, synth, responses=perfect)
-    assert res2["bertscore_real"] == pytest.approx(1.0, abs=1e-5)
-    assert res2["bertscore_synth"] == pytest.approx(1.0, abs=1e-5)
-    table = transfer_table(res, {"synthetic": res2, "real": res})
-    assert table.shape == (4, 3)
-    assert table.loc[("real", "real"), "delta"] == pytest.approx(0.0)
+    synth = {k: ["Thanks for sharing, that sounds hard."] for k in REFS}
+    prompts, ids = [p["prompt"] for p in PROMPTS[2:]], [p["post_id"] for p in PROMPTS[2:]]
+    kw = dict(n=2, max_new_tokens=4, seed=0, temperature=1.0, encoder="minilm-l6")
+    base = evaluate_policy(tiny_policy, prompts, ids, {"real": REFS, "synthetic": synth}, **kw)
+    res = evaluate_policy(str(final), prompts, ids, {"real": REFS, "synthetic": synth}, **kw,
+                          shift_of=base["responses"], base_logprobs=base["self_logprob"])
+    assert len(res["responses"]) == 2 and all(len(r) == 2 for r in res["responses"])
+    for kind in ("real", "synthetic"):
+        assert all(-1.0 <= x <= 1.0 for x in res["scores"][kind])
+    assert len(res["logprob_shift"]) == 2 and all(x == x for x in res["logprob_shift"])
+    # the same seed draws the same base replies again: deltas against the base are paired
+    again = evaluate_policy(tiny_policy, prompts, ids, {"real": REFS}, **kw)
+    assert again["responses"] == base["responses"] and again["scores"]["real"] == base["scores"]["real"]
 
 
 def test_paired_specs_differ_only_in_targets(tmp_path):

@@ -8,6 +8,9 @@ Only **top-level** comments are kept (``parent_id == link_id``), to match the cr
 which holds nothing else; replies are counted and dropped. Comments of submissions that are not
 in the submissions file are dropped too. Submissions are held in memory (they are few next to
 comments); comments are never all held, only the kept rows.
+
+Runs read dumps through :func:`read_dumps`, which applies ``subreddits`` and ``n_posts`` exactly
+as the pinned crawl does (:mod:`simlib.data.select`); :func:`read_pushshift` reads one pair whole.
 """
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from collections import Counter
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 import zstandard
 
 from simlib.data.schema import DataFormatError, to_frame
+from simlib.data.select import select_ids
 
 # Arctic-Shift (and recent Pushshift) dumps are compressed with --long=31 windows.
 ZSTD_MAX_WINDOW = 2**31
@@ -141,13 +146,20 @@ def _strip_prefix(thing_id: str) -> str:
     return thing_id.split("_", 1)[1] if thing_id[:3] in ("t1_", "t3_") else thing_id
 
 
-def read_submissions(path: str | os.PathLike, subreddits: Iterable[str] | None = None) -> dict[str, dict]:
-    """``{post id: post fields}`` from a submissions NDJSON file (first record of an id wins)."""
+def read_submissions(path: str | os.PathLike, subreddits: Iterable[str] | None = None,
+                     held: Counter | None = None) -> dict[str, dict]:
+    """``{post id: post fields}`` from a submissions NDJSON file (first record of an id wins).
+
+    ``held``, if given, counts the submission lines of *every* subreddit in the file (as Reddit
+    spells it), kept or not, so that a dump of the wrong subreddit can say what it holds.
+    """
     wanted = None if subreddits is None else {s.lower() for s in subreddits}
     posts: dict[str, dict] = {}
     for lineno, rec in iter_ndjson(path):
         where = f"{path}:{lineno}"
         sub = str(_field(rec, "subreddit", where))
+        if held is not None:
+            held[sub] += 1
         if wanted is not None and sub.lower() not in wanted:
             continue
         pid = _strip_prefix(str(_field(rec, "id", where)))
@@ -167,22 +179,12 @@ def read_submissions(path: str | os.PathLike, subreddits: Iterable[str] | None =
     return posts
 
 
-def read_pushshift(
-    submissions: str | os.PathLike,
-    comments: str | os.PathLike,
-    subreddits: Iterable[str] | None = None,
-) -> pd.DataFrame:
-    """Normalised table (see :mod:`simlib.data.schema`) of the top-level comments of ``submissions``.
+def _read_comments(comments: str | os.PathLike, posts: dict[str, dict], stats: dict, seen: set[str]) -> list[dict]:
+    """Rows of the top-level comments of ``posts`` in one comments file; counts go to ``stats``.
 
-    ``subreddits`` (case-insensitive) restricts to those subreddits, for all-of-reddit dumps.
-    Posts without any top-level comment have no row. Counts of what was read and dropped are in
-    ``df.attrs["read_stats"]``. Any bad line raises before a table is returned.
+    ``seen`` holds the comment ids already kept (across files), so a comment is kept once.
     """
-    posts = read_submissions(submissions, subreddits)
-    stats = {"submissions": len(posts), "comments_read": 0, "replies_dropped": 0,
-             "other_posts_dropped": 0, "duplicates_dropped": 0}
     rows: list[dict] = []
-    seen: set[str] = set()
     for lineno, rec in iter_ndjson(comments):
         where = f"{comments}:{lineno}"
         stats["comments_read"] += 1
@@ -214,6 +216,103 @@ def read_pushshift(
             "source_file": str(comments),
             "source_line": lineno,
         })
+    return rows
+
+
+def _comment_stats() -> dict:
+    return {"comments_read": 0, "replies_dropped": 0, "other_posts_dropped": 0, "duplicates_dropped": 0}
+
+
+def read_pushshift(
+    submissions: str | os.PathLike,
+    comments: str | os.PathLike,
+    subreddits: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Normalised table (see :mod:`simlib.data.schema`) of the top-level comments of ``submissions``.
+
+    ``subreddits`` (case-insensitive) restricts to those subreddits, for all-of-reddit dumps.
+    Posts without any top-level comment have no row. Counts of what was read and dropped are in
+    ``df.attrs["read_stats"]``. Any bad line raises before a table is returned. Runs read dumps
+    through :func:`read_dumps`, which also applies ``n_posts``.
+    """
+    posts = read_submissions(submissions, subreddits)
+    stats = {"submissions": len(posts), **_comment_stats()}
+    df = to_frame(_read_comments(comments, posts, stats, set()))
+    df.attrs["read_stats"] = stats
+    return df
+
+
+# How many subreddits the read stats list (an all-of-reddit dump holds hundreds of thousands).
+HELD_LISTED = 20
+
+
+class DumpSubredditError(ValueError):
+    """The dumps hold no submission of a requested subreddit; the message lists what they hold."""
+
+
+def _held_text(held: Counter, top: int = 10) -> str:
+    if not held:
+        return "no submissions at all"
+    names = [f"r/{name} ({n} submissions)" for name, n in held.most_common(top)]
+    more = f" and {len(held) - top} more subreddits" if len(held) > top else ""
+    return ", ".join(names) + more
+
+
+def read_dumps(
+    pairs: Sequence[Sequence[str | os.PathLike]],
+    subreddits: Sequence[str] | None = None,
+    max_posts: int | None = None,
+) -> pd.DataFrame:
+    """Normalised table of the threads that ``subreddits`` and ``max_posts`` select in dump ``pairs``.
+
+    ``pairs`` is a list of ``[submissions, comments]`` files. The submissions of every pair are
+    pooled (a post listed twice keeps its first record), so comments may sit in another pair's
+    file than their post, as with monthly dumps.
+
+    - ``subreddits``: Reddit names, matched case-insensitively, so the crawler's folder names
+      work unchanged (``aitah`` = ``AITAH``, ``askreddit`` = ``AskReddit``). Threads of other
+      subreddits are skipped. A requested subreddit with no submission in any pair raises
+      :class:`DumpSubredditError` naming what the dumps hold. ``None`` reads every subreddit.
+    - ``max_posts``: at most this many threads per subreddit, by the rule of
+      :mod:`simlib.data.select` (hash-chosen, spread over the period, before filtering), the
+      same rule as the pinned crawl's ``max_posts``.
+
+    Rows are ordered by subreddit (in the order requested), then post time and id, then comment
+    file order. ``df.attrs["read_stats"]`` holds ``dumps`` (file names), ``subreddits_held``
+    (submission lines of the :data:`HELD_LISTED` largest subreddits), ``subreddits_in_dumps``,
+    ``submissions`` (threads of the requested subreddits), ``threads_read`` (threads selected),
+    and the comment counts of :func:`read_pushshift`, where ``other_posts_dropped`` counts the
+    top-level comments of every thread not read.
+    """
+    if isinstance(subreddits, str):
+        subreddits = (subreddits,)
+    held: Counter = Counter()
+    posts: dict[str, dict] = {}
+    for sub_file, _ in pairs:
+        for pid, post in read_submissions(sub_file, subreddits, held).items():
+            posts.setdefault(pid, post)
+    order = ([s.lower() for s in subreddits] if subreddits is not None
+             else sorted({p["subreddit"].lower() for p in posts.values()}))
+    held_lower = {name.lower() for name in held}
+    missing = [s for s in (subreddits or []) if s.lower() not in held_lower]
+    if missing:
+        files = " + ".join(Path(f).name for pair in pairs for f in pair)
+        raise DumpSubredditError(
+            f"the dumps ({files}) hold no submission of {', '.join('r/' + s for s in missing)} "
+            f"(subreddits = {list(subreddits)}); they hold {_held_text(held)}. Set subreddits to the "
+            "ones wanted (matched case-insensitively)."
+        )
+    by_sub: dict[str, list[str]] = {}
+    for pid, post in posts.items():
+        by_sub.setdefault(post["subreddit"].lower(), []).append(pid)
+    chosen = {pid: posts[pid] for sub in order for pid in select_ids(by_sub.get(sub, []), max_posts)}
+    stats = {"dumps": [[Path(s).name, Path(c).name] for s, c in pairs],
+             "subreddits_held": dict(held.most_common(HELD_LISTED)), "subreddits_in_dumps": len(held),
+             "submissions": len(posts), "threads_read": len(chosen), **_comment_stats()}
+    seen: set[str] = set()
+    rows = [row for _, comments in pairs for row in _read_comments(comments, chosen, stats, seen)]
+    rank = {sub: i for i, sub in enumerate(order)}
+    rows.sort(key=lambda r: (rank[r["subreddit"].lower()], r["post_created_utc"], r["post_id"]))  # stable
     df = to_frame(rows)
     df.attrs["read_stats"] = stats
     return df

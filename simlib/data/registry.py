@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +25,7 @@ from typing import Sequence
 import pooch
 
 from simlib.cache import atomic_write_text, file_hash
+from simlib.data.select import select_ids
 
 COMMIT = "281d615f814818047328b52a0ae8c36acbd08373"
 BASE_URL = f"https://raw.githubusercontent.com/JianLoong/reddit-crawler/{COMMIT}/"
@@ -168,12 +168,6 @@ def fetch_file(
         ) from err
 
 
-def _selection_key(relpath: str) -> str:
-    # A hash of the submission id: a fixed pseudo-random order that does not depend on time,
-    # so a max_posts subset spreads over the whole period and grows by adding threads.
-    return hashlib.sha256(Path(relpath).stem.encode()).hexdigest()
-
-
 def sample_paths(
     subreddits: Sequence[str] = ("aitah",),
     max_posts: int | None = None,
@@ -184,8 +178,8 @@ def sample_paths(
     Order: per subreddit in the order given, chronological (created_utc, then id). With
     ``max_posts``, at most that many threads *per subreddit*: the ones whose sha256(submission id)
     is smallest, i.e. a fixed pseudo-random subset, nested as ``max_posts`` grows, then
-    returned chronologically. Selection happens before filtering, so a selected mod post is
-    removed later.
+    returned chronologically (the rule of :mod:`simlib.data.select`, shared with the dumps).
+    Selection happens before filtering, so a selected mod post is removed later.
     """
     registry = load_registry() if registry is None else registry
     by_sub: dict[str, list[str]] = {}
@@ -199,10 +193,8 @@ def sample_paths(
         if paths is None:
             raise ValueError(f"unknown subreddit {sub!r}; the registry has {sorted(by_sub)}")
         if max_posts is not None:
-            if max_posts < 0:
-                raise ValueError(f"max_posts must be >= 0, got {max_posts}")
-            keep = set(sorted(paths, key=_selection_key)[:max_posts])
-            paths = [p for p in paths if p in keep]
+            keep = select_ids((Path(p).stem for p in paths), max_posts)  # file stem = submission id
+            paths = [p for p in paths if Path(p).stem in keep]
         out.extend(paths)
     return out
 
