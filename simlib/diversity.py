@@ -35,6 +35,7 @@ __all__ = [
     "tokenize",
     "distinct_n",
     "parse_verdict",
+    "mask_verdicts",
     "VERDICTS",
     "entropy_bits",
     "bootstrap_ci",
@@ -240,6 +241,27 @@ def parse_verdict(text: str | None) -> str | None:
             if best is None or key < best:
                 best = key
     return None if best is None else best[2]
+
+
+def mask_verdicts(text: str | None, mark: str = "…") -> str:
+    """``text`` with every verdict expression :func:`parse_verdict` would find replaced by
+    ``mark``, so that a reader (the judge) must infer the stance from the rest of the reply.
+
+    >>> mask_verdicts("NTA. You're not the asshole, but ESH a bit.")
+    "…. You're …, but … a bit."
+    >>> parse_verdict(mask_verdicts("**YTA** honestly")) is None
+    True
+    """
+    if not text:
+        return ""
+    s = str(text).replace("\u2019", "'").replace("\u2018", "'")
+    for _ in range(3):  # a mask can join text into a new match ("not the … asshole"): repeat
+        before = s
+        for _, rx in _COMPILED:
+            s = rx.sub(mark, s)
+        if s == before:
+            break
+    return s
 
 
 # --------------------------------------------------------------------------- entropy

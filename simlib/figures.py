@@ -186,3 +186,94 @@ def reward_curves(curve):
     ax.set_ylabel("mean BERTScore reward")
     ax.legend()
     return fig
+
+
+def paired_gains(probe: "pd.DataFrame", test: "pd.DataFrame"):
+    """Left: each kind of run's training-reward gain on the probe posts; right: held-out changes
+    against each kind of reference. Bars are means over posts and seeds with their 95% intervals
+    (``probe``/``test``: :func:`simlib.transfer.cells` tables)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.2, 3.4), sharey=False)
+    for ax, table, title in ((axes[0], probe, "training reward (probe posts)"),
+                             (axes[1], test, "held-out posts")):
+        labels = [f"{t}\nvs {a}" if title.startswith("held") else t for t, a in table.index]
+        x = range(len(table))
+        colours = [colour({"synthetic": "plain"}.get(t, t)) for t, _ in table.index]
+        ax.bar(x, table["delta"], color=colours, alpha=0.6)
+        ax.errorbar(x, table["delta"], yerr=[table["delta"] - table["lo"], table["hi"] - table["delta"]],
+                    fmt="none", ecolor="black", capsize=4)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("change in BERTScore F1 (trained - base)")
+    fig.tight_layout()
+    return fig
+
+
+def frontier(table, sources=("real", "plain", "humanlike")):
+    """Diversity against quality: per source, mean pairwise dissimilarity (1 - repetition) of the
+    replies that pass each quality threshold (left) and the share that passes it (right)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.0, 3.4))
+    for src in [s for s in sources if s in set(table["source"])]:
+        t = table[table["source"] == src].sort_values("cut")
+        a.plot(t["cut"], 1 - t["repetition"], marker="o", color=colour(src), label=src)
+        b.plot(t["cut"], t["pass_rate"], marker="o", color=colour(src), label=src)
+    a.set_xlabel("quality threshold (percentile of real replies)")
+    a.set_ylabel("1 - mean pairwise cosine (passing)")
+    b.set_xlabel("quality threshold (percentile of real replies)")
+    b.set_ylabel("share of replies passing")
+    b.set_ylim(0, 1.02)
+    a.legend()
+    return fig
+
+
+def quality_scatter(scored, sources=("real", "plain", "humanlike")):
+    """Every reply's two quality components, coloured by source: relevance to its post against
+    fluency under the scorer; hollow markers failed the gate."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for src in [s for s in sources if s in set(scored["source"])]:
+        d = scored[scored["source"] == src]
+        ok = d["passes"].to_numpy(dtype=bool)
+        ax.scatter(d["relevance"][ok], d["fluency"][ok], s=16, color=colour(src), alpha=0.75,
+                   label=f"{src} (passing)")
+        ax.scatter(d["relevance"][~ok], d["fluency"][~ok], s=22, facecolors="none",
+                   edgecolors=colour(src), linewidth=1, label=f"{src} (failing)")
+    ax.set_xlabel("relevance: cosine between reply and post embeddings")
+    ax.set_ylabel("fluency: mean token log-prob")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def label_panels(panels: dict):
+    """One stacked-bar panel per ``{title: shares}`` table (rows: sources, columns: label shares)."""
+    n_rows = max(len(t) for t in panels.values())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.55 * n_rows + 2.2), squeeze=False)
+    for ax, (title, shares) in zip(axes[0], panels.items()):
+        left = np.zeros(len(shares))
+        for i, cat in enumerate(shares.columns):
+            ax.barh(list(shares.index), shares[cat].to_numpy(), left=left, label=str(cat),
+                    color=PALETTE[i % len(PALETTE)], edgecolor="white")
+            left += shares[cat].to_numpy()
+        ax.set_xlim(0, 1)
+        ax.set_title(title)
+        ax.set_xlabel("share of replies")
+        ax.set_ylabel("source")
+        ax.invert_yaxis()
+        ax.legend(ncol=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    return fig
+
+
+def interval_rows(table, xlabel: str, reference: float = 0.0):
+    """Point estimates with 95% intervals, one row per (group, label) of ``table`` (a two-level
+    index; columns ``diff``, ``lo``, ``hi``), coloured by the first level, with a line at ``reference``."""
+    labels = [f"{g}: {c}" for g, c in table.index]
+    fig, ax = plt.subplots(figsize=(7.0, 0.32 * len(labels) + 1.4))
+    y = np.arange(len(labels))[::-1]
+    for yi, ((g, _), r) in zip(y, table.iterrows()):
+        err = np.nan_to_num([[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]])  # no interval: a bare point
+        ax.errorbar(r["diff"], yi, xerr=err, fmt="o",
+                    color=colour(str(g)), capsize=3, markersize=5)
+    ax.axvline(reference, color="#777777", linewidth=1, linestyle="--")
+    ax.set_yticks(y, labels)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="y", alpha=0)
+    return fig

@@ -1,93 +1,179 @@
-"""Register taxonomy: an LLM judge labels how a response engages with its post.
+"""A judge that always answers: labels chosen by log-prob over a fixed label set, and validated.
 
-The judge goes through the same OpenAI-compatible client as synthetic generation
-(:func:`simlib.generate.client.generate`), so its calls are cached, retried and counted the same
-way. The rubric below is the whole instruction the judge sees; editing it changes every cache key.
+A generative judge can answer anything ("I cannot decide", a paraphrase, a refusal); a small one
+mostly does, and its unparsed answers leave nothing to count. Here the judge never writes: a
+local causal LM (``Config.judge``, a model that wrote none of the replies it labels) reads the
+post title and the reply, and each candidate label is scored as the continuation of a fixed cue
+(``"\\nVerdict on the poster:" + " NTA"``, ...). The label with the highest calibrated
+log-probability wins, so every reply gets exactly one label of the set. The judge reads each
+reply once per question, and only the label words are scored.
 
-Rubric (one label per response):
+Calibration (Zhao et al. 2021, "Calibrate before use"): a model prefers some label words whatever
+the input. Each label's log-prob is taken relative to its log-prob after a content-free reply
+(``"N/A"``) to the same post, so the choice reflects what the reply adds.
 
-``agree``      sides with the poster or supports their view (AITA: NTA).
-``disagree``   sides against the poster or contradicts their view (AITA: YTA).
-``mock``       ridicules, teases or is sarcastic toward the poster or the situation.
-``emotional``  mainly expresses a feeling (anger, sympathy, disgust, amusement) or vents.
-``analysis``   explains causes, structure or context: why this happens, how it works.
-``other``      anything else: jokes about something else, questions, off-topic remarks.
+Questions
+---------
+``stance``    the AITA verdict the reply gives: NTA, YTA, ESH, NAH, INFO. Validated: real replies
+              that state a verdict (:func:`simlib.diversity.parse_verdict`) are ground truth, and
+              the judge reads them with every verdict expression masked
+              (:func:`simlib.diversity.mask_verdicts`), so it must infer the stance from the rest.
+``register``  how the reply engages: mock, vent, analysis, advice, support. No ground truth
+              exists in the data, so these labels are *not validated*; a chapter that shows them
+              must say so.
 
-A judge answer is mapped to the first label word it contains; an answer with none becomes
-``unparsed`` and is reported, never guessed.
+The judge always reads masked text, on every source, so that its stance labels mean the same
+thing on the replies it was validated on and on those it labels.
 """
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
-from .cache import content_hash
+from .diversity import VERDICTS, mask_verdicts
+from .text import truncate_post
 
-LABELS = ("agree", "disagree", "mock", "emotional", "analysis", "other")
-
-RUBRIC = """You label Reddit comments. Read the post and one comment, then answer with exactly one word:
-agree - the comment sides with the poster or supports their view (in AITA threads: NTA)
-disagree - the comment sides against the poster or contradicts them (in AITA threads: YTA)
-mock - the comment ridicules, teases or is sarcastic toward the poster
-emotional - the comment mainly expresses a feeling (anger, sympathy, disgust, amusement) or vents
-analysis - the comment explains causes, structure or context
-other - anything else
-Answer with one word from: agree, disagree, mock, emotional, analysis, other."""
-
-USER = "Post title: {title}\n\nComment: {comment}\n\nLabel:"
-
-_LABEL_RE = re.compile(r"\b(" + "|".join(LABELS) + r")\b", re.IGNORECASE)
+__all__ = ["Question", "QUESTIONS", "STANCES", "REGISTERS", "CONTENT_FREE", "judge_prompt",
+           "judge_requests", "choose", "cohen_kappa", "validate_stance"]
 
 
-def parse_label(answer: str | None) -> str:
-    """First rubric label in the judge's answer, else ``unparsed``.
+@dataclass(frozen=True)
+class Question:
+    """One question: the cue after the reply, and the words that name each label after it."""
 
-    >>> parse_label("Label: Mock. The comment is sarcastic")
-    'mock'
-    >>> parse_label("I cannot decide")
-    'unparsed'
+    name: str
+    cue: str
+    verbalisers: Mapping[str, str]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.verbalisers)
+
+
+STANCES: tuple[str, ...] = VERDICTS
+REGISTERS: tuple[str, ...] = ("mock", "vent", "analysis", "advice", "support")
+QUESTIONS: tuple[Question, ...] = (
+    Question("stance", "\nVerdict on the poster:", {v: f" {v}" for v in STANCES}),
+    Question("register", "\nTone of the comment:", {"mock": " mocking", "vent": " venting",
+                                                    "analysis": " analytical", "advice": " advice",
+                                                    "support": " supportive"}),
+)
+CONTENT_FREE = "N/A"  # the reply whose label log-probs are each label's prior
+
+
+def judge_prompt(title: str, comment: str, subreddit: str = "aitah", max_chars: int = 600) -> str:
+    """What the judge reads: subreddit, post title and the reply with its verdicts masked, cut
+    to ``max_chars`` characters on a word boundary.
+
+    >>> print(judge_prompt("AITA for leaving?", "NTA, you did right."))
+    A comment on r/aitah.
+    Post title: AITA for leaving?
+    Comment: …, you did right.
     """
-    m = _LABEL_RE.search(answer or "")
-    return m.group(1).lower() if m else "unparsed"
+    sub = str(subreddit or "").removeprefix("/").removeprefix("r/")
+    text = truncate_post(mask_verdicts(str(comment)).strip(), max_chars)
+    return f"A comment on r/{sub}.\nPost title: {str(title).strip()}\nComment: {text}"
 
 
-def rubric_hash() -> str:
-    return content_hash({"rubric": RUBRIC, "user": USER})
+def judge_requests(items: Iterable[Mapping], max_chars: int = 600,
+                   questions: Iterable[str] | None = None):
+    """Score requests for ``items`` (``item_id``, ``title``, ``text``, optional ``subreddit``):
+    every label of every question (all of :data:`QUESTIONS`, or those named) for each item, and
+    the same for one content-free reply per distinct title (item ids ``"content-free:<title>"``).
 
+    The cue ends the prompt and the label words are the scored continuation, so the requests of
+    one item and question share a prompt that the scorer reads once, and a label's first token
+    comes from that prompt's last position.
+    """
+    from .logprob import ScoreRequest
 
-def judge_requests(items: Iterable[Mapping], model: str, max_comment_chars: int = 600):
-    """One deterministic (temperature 0) request per item with ``item_id``, ``title``, ``text``."""
-    from .generate.client import GenRequest
-
-    reqs = []
+    qs = [q for q in QUESTIONS if questions is None or q.name in set(questions)]
+    reqs, titles = [], {}
     for it in items:
-        comment = str(it["text"])[:max_comment_chars]
-        messages = ({"role": "system", "content": RUBRIC},
-                    {"role": "user", "content": USER.format(title=it["title"], comment=comment)})
-        reqs.append(GenRequest(post_id=str(it["item_id"]), style=f"judge-{rubric_hash()}", sample_index=0,
-                               messages=messages, model=model, temperature=0.0, top_p=1.0, max_tokens=6,
-                               seed=0))
+        sub = it.get("subreddit", "aitah")
+        titles.setdefault(str(it["title"]), sub)
+        prompt = judge_prompt(it["title"], it["text"], sub, max_chars)
+        reqs += [ScoreRequest(str(it["item_id"]), f"{q.name}:{lab}", prompt + q.cue, word)
+                 for q in qs for lab, word in q.verbalisers.items()]
+    for title, sub in titles.items():
+        prompt = judge_prompt(title, CONTENT_FREE, sub, max_chars)
+        reqs += [ScoreRequest(f"content-free:{title}", f"{q.name}:{lab}", prompt + q.cue, word)
+                 for q in qs for lab, word in q.verbalisers.items()]
     return reqs
 
 
-def label_table(store: pd.DataFrame) -> pd.DataFrame:
-    """Judge store records → ``item_id, answer, label``."""
-    if store.empty:
-        return pd.DataFrame(columns=["item_id", "answer", "label"])
-    out = store[["post_id", "text"]].rename(columns={"post_id": "item_id", "text": "answer"})
-    out["label"] = out["answer"].map(parse_label)
-    return out.reset_index(drop=True)
+def choose(scores: pd.DataFrame, titles: Mapping[str, str]) -> pd.DataFrame:
+    """Labels from scored requests: ``scores`` has ``post_id`` (the item id), ``response_id``
+    (``question:label``) and ``sum_logprob``; ``titles`` maps each item id to its post title.
 
-
-def verdict_agreement(labels: pd.Series, verdicts: pd.Series) -> dict:
-    """How often the judge's agree/disagree matches the parsed AITA verdict (NTA→agree, YTA→disagree).
-
-    Only responses with an NTA or YTA verdict count; returns the rate and the count it rests on.
+    Returns one row per item: ``item_id``, then per question its label and ``<question>_margin``
+    (calibrated log-prob of the winner minus the runner-up; small = a near tie). An item not
+    asked a question has NaN there.
     """
-    expected = verdicts.map({"NTA": "agree", "YTA": "disagree"})
-    mask = expected.notna()
-    n = int(mask.sum())
-    rate = float((labels[mask] == expected[mask]).mean()) if n else float("nan")
-    return {"n": n, "agreement": rate}
+    s = scores.assign(question=scores["response_id"].str.split(":").str[0],
+                      label=scores["response_id"].str.split(":", n=1).str[1])
+    prior = s[s["post_id"].str.startswith("content-free:")]
+    prior = prior.assign(title=prior["post_id"].str.removeprefix("content-free:"))
+    prior = prior.set_index(["title", "question", "label"])["sum_logprob"]
+    s = s[~s["post_id"].str.startswith("content-free:")]
+    key = pd.MultiIndex.from_arrays([s["post_id"].map(titles), s["question"], s["label"]])
+    s = s.assign(calibrated=s["sum_logprob"].to_numpy() - prior.reindex(key).to_numpy())
+    rows = []
+    for item, g in s.groupby("post_id", sort=False):
+        row = {"item_id": item}
+        for q, gq in g.groupby("question", sort=False):
+            order = gq.sort_values("calibrated", ascending=False, kind="stable")
+            row[q] = order["label"].iloc[0]
+            c = order["calibrated"].to_numpy()
+            row[f"{q}_margin"] = float(c[0] - c[1]) if len(c) > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cohen_kappa(a: Iterable, b: Iterable) -> float:
+    """Cohen's kappa between two label sequences: agreement beyond what their marginals give by
+    chance (1 = perfect, 0 = chance). NaN when chance agreement is already 1.
+
+    >>> cohen_kappa(["x", "y", "x", "y"], ["x", "y", "x", "y"])
+    1.0
+    >>> cohen_kappa(["x", "x", "y", "y"], ["x", "y", "x", "y"])
+    0.0
+    """
+    a, b = np.asarray(list(a), dtype=object), np.asarray(list(b), dtype=object)
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"need two label sequences of one non-zero length, got {len(a)} and {len(b)}")
+    po = float(np.mean(a == b))
+    cats = set(a) | set(b)
+    pe = float(sum(np.mean(a == c) * np.mean(b == c) for c in cats))
+    return float("nan") if pe >= 1 else round((po - pe) / (1 - pe), 12)
+
+
+def validate_stance(pred: pd.Series, truth: pd.Series, groups: pd.Series, n_boot: int = 2000,
+                    seed: int = 0) -> dict:
+    """Accuracy and Cohen's kappa of the judge's stance against verdicts stated in the text, with
+    95% intervals from a bootstrap over ``groups`` (posts: replies to one post are not
+    independent). Rows with no truth are left out. Also the accuracy of always answering the
+    most common true verdict, the bar accuracy alone has to clear."""
+    keep = truth.notna()
+    p, t, g = pred[keep].to_numpy(dtype=object), truth[keep].to_numpy(dtype=object), groups[keep].to_numpy()
+    out = {"n": int(len(t)), "n_posts": int(len(set(g)))}
+    if not len(t):
+        return {**out, **{k: float("nan") for k in ("accuracy", "acc_lo", "acc_hi", "kappa", "kappa_lo",
+                                                      "kappa_hi", "majority")}}
+    uniq = np.unique(g)
+    idx = [np.flatnonzero(g == u) for u in uniq]
+    rng = np.random.default_rng(seed)
+    accs, kappas = [], []
+    for _ in range(n_boot):
+        rows = np.concatenate([idx[i] for i in rng.integers(0, len(uniq), len(uniq))])
+        accs.append(np.mean(p[rows] == t[rows]))
+        kappas.append(cohen_kappa(p[rows], t[rows]))
+    top = pd.Series(t).value_counts()
+    return {**out, "accuracy": float(np.mean(p == t)),
+            "acc_lo": float(np.nanquantile(accs, 0.025)), "acc_hi": float(np.nanquantile(accs, 0.975)),
+            "kappa": cohen_kappa(p, t), "kappa_lo": float(np.nanquantile(kappas, 0.025)),
+            "kappa_hi": float(np.nanquantile(kappas, 0.975)),
+            "majority": float(top.iloc[0] / len(t)), "majority_label": str(top.index[0])}

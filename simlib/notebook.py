@@ -33,6 +33,10 @@ def setup(namespace: dict) -> _config.Config:
     values = {n: namespace[n] for n in names}
     profile = values.pop("profile", "ci")
     _cfg = _config.load(profile, values)
+    if _cfg.device != "auto":  # every model this kernel loads follows the parameter (simlib.hardware)
+        import os
+
+        os.environ["SIMLIB_DEVICE"] = _cfg.device
     from .models import set_threads
 
     set_threads()
@@ -63,3 +67,30 @@ def interval(lo: float, hi: float, fmt: str = "+.3f") -> str:
     if lo != lo or hi != hi:
         return "n/a"
     return f"[{format(lo, fmt)}, {format(hi, fmt)}]"
+
+
+def table(df, digits: int = 3):
+    """``df`` styled for the book: integers as integers, other numbers to ``digits`` significant
+    digits, text as it is, missing values as ``n/a``. Returns a pandas Styler (rendered as HTML).
+
+    Formatting is per cell, so a float column holding counts (e.g. after a pivot) still shows them
+    without decimals.
+    """
+    import numbers
+
+    import numpy as np
+
+    def fmt(v):
+        if v is None or (isinstance(v, float) and v != v):
+            return "n/a"
+        if isinstance(v, (bool, np.bool_)):
+            return str(bool(v))
+        if isinstance(v, numbers.Integral):
+            return f"{int(v):,}".replace(",", "\u2009")  # thin space: 12 345
+        if isinstance(v, numbers.Real):
+            if float(v).is_integer() or abs(v) >= 10 ** (digits - 1):  # 12.0 -> 12, 1234.5 -> 1 234
+                return f"{int(round(float(v))):,}".replace(",", "\u2009")
+            return f"{float(v):.{digits}g}"
+        return str(v)
+
+    return df.style.format(fmt).format_index(fmt, axis=0)

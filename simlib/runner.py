@@ -146,16 +146,47 @@ class PeakMemory:
         self._thread.join()
 
 
-def _hide_default_parameters(path: Path) -> None:
-    """The book shows the values a run used (papermill's injected cell), not the defaults."""
+# MyST-NB tags a notebook may set itself; a cell that has one keeps it and gets no other.
+_SHOW_TAGS = frozenset({"hide-input", "hide-output", "hide-cell", "remove-input", "remove-output",
+                        "remove-cell", "show-input"})
+
+
+def reader_tags(cell: dict) -> list[str]:
+    """The tags a code cell carries in the book: readers see prose and figures first.
+
+    The defaults cell (``parameters``) is removed, since the book shows the values a run used;
+    papermill's ``injected-parameters`` cell is collapsed whole (``hide-cell``); every other code
+    cell shows its output with its source behind a toggle (``hide-input``), unless the notebook
+    tagged it itself (``show-input`` keeps the source visible). Markdown cells are unchanged.
+
+    >>> reader_tags({"cell_type": "code", "metadata": {"tags": ["parameters"]}})
+    ['parameters', 'remove-cell']
+    >>> reader_tags({"cell_type": "code", "metadata": {}})
+    ['hide-input']
+    """
+    tags = list(cell.get("metadata", {}).get("tags", []))
+    if cell.get("cell_type") != "code" or _SHOW_TAGS & set(tags):
+        return tags
+    if "parameters" in tags:
+        return tags + ["remove-cell"]
+    if "injected-parameters" in tags:
+        return tags + ["hide-cell"]
+    return tags + ["hide-input"]
+
+
+def _tag_for_readers(path: Path) -> None:
+    """Write :func:`reader_tags` into the executed copy at ``path`` (the source notebook is untouched)."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
-            cell.metadata["tags"] = tags + ["remove-cell"]
+        tags = reader_tags(cell)
+        if tags:
+            cell.metadata["tags"] = tags
     nbformat.write(nb, path)
+
+
+_hide_default_parameters = _tag_for_readers  # the earlier name
 
 
 def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: list[str] | None = None,
@@ -209,7 +240,7 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
             if tmp.exists():
                 os.replace(tmp, failed / f"{name}.ipynb")
             raise NotebookFailed(_failure_message(name, exc)) from None
-        _hide_default_parameters(tmp)
+        _tag_for_readers(tmp)
         os.replace(tmp, out)
         seconds = round(time.perf_counter() - t0, 2)
         state[name] = {"key": key, "seconds": seconds, "profile": cfg.profile,
@@ -221,28 +252,64 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
     return results
 
 
-def build_book(force: bool = False, log=print) -> Path:
+def executed_dir(profile: str) -> Path:
+    """Where a profile's executed notebooks live: ``executed/`` for ``ci`` (what CI checks), else
+    ``executed-<profile>/``, so that no profile's run overwrites another's."""
+    return EXECUTED_DIR if profile == "ci" else REPO_ROOT / f"executed-{profile}"
+
+
+def build_dir(profile: str) -> Path:
+    """Where a profile's book is built: ``_build/html`` for ``ci``, else ``_build/<profile>/html``."""
+    return BUILD_DIR if profile == "ci" else BUILD_DIR / profile
+
+
+def _stage(profile: str, executed: Path) -> Path:
+    """A copy of the book's sources whose ``executed/`` holds ``executed``'s notebooks, so every
+    relative path of the book resolves as in the ``ci`` build; the footer names the profile."""
+    src = BUILD_DIR / profile / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for name in ("_toc.yml", "book", "_static"):
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, src / name)
+        elif (REPO_ROOT / name).exists():
+            shutil.copy2(REPO_ROOT / name, src / name)
+    shutil.copytree(executed, src / "executed", ignore=shutil.ignore_patterns(".*", "failed"))
+    conf = (REPO_ROOT / "_config.yml").read_text().replace("<code>ci</code> profile", f"<code>{profile}</code> profile")
+    (src / "_config.yml").write_text(conf)
+    return src
+
+
+def build_book(force: bool = False, log=print, profile: str = "ci") -> Path:
     """``jupyter-book build`` over the executed copies (execution off), unless nothing changed."""
-    state = _read_state(EXECUTED_DIR)
+    executed, out = executed_dir(profile), build_dir(profile)
+    state = _read_state(executed)
     key = content_hash({
         "notebooks": {k: v.get("key") for k, v in state.items() if isinstance(v, dict)},
         "book": tree_hash(REPO_ROOT / "book", "**/*"),
         "config": file_hash(REPO_ROOT / "_config.yml"),
+        "static": tree_hash(REPO_ROOT / "_static", "**/*"),
         "toc": file_hash(REPO_ROOT / "_toc.yml"),
     })
-    stamp = BUILD_DIR / ".book-key"
-    index = BUILD_DIR / "html" / "index.html"
+    stamp = out / ".book-key"
+    index = out / "html" / "index.html"
     if not force and index.exists() and stamp.exists() and stamp.read_text() == key:
         log("[simlib] book: unchanged, skipped")
         return index
     stamp.unlink(missing_ok=True)
     jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb), "build", str(REPO_ROOT), "--warningiserror", "--nitpick", "--keep-going"]
+    root = REPO_ROOT if profile == "ci" else _stage(profile, executed)
+    cmd = [str(jb), "build", str(root), "--warningiserror", "--nitpick", "--keep-going"]
+    if profile != "ci":
+        cmd += ["--path-output", str(out / "staging")]
     log("[simlib] book: " + " ".join(cmd[1:]))
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if profile != "ci" and proc.returncode == 0:
+        shutil.rmtree(out / "html", ignore_errors=True)
+        os.replace(out / "staging" / "_build" / "html", out / "html")
     if proc.returncode != 0 or not index.exists():
         # Nothing half-built may look complete.
-        shutil.rmtree(BUILD_DIR / "html", ignore_errors=True)
+        shutil.rmtree(out / "html", ignore_errors=True)
         raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n"
                            f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     stamp.parent.mkdir(parents=True, exist_ok=True)
@@ -251,15 +318,17 @@ def build_book(force: bool = False, log=print) -> Path:
 
 
 def run(cfg: Config, overrides: dict, force: bool = False, book: bool = True,
-        names: list[str] | None = None, out_dir: Path = EXECUTED_DIR) -> dict:
-    """Execute the notebooks, then build the book; a failure removes the built HTML."""
+        names: list[str] | None = None, out_dir: Path | None = None) -> dict:
+    """Execute the notebooks into the profile's folder (:func:`executed_dir`), then build its book
+    (:func:`build_dir`); a failure removes the built HTML."""
+    out = build_dir(cfg.profile)
     try:
-        results = execute(cfg, overrides, out_dir=out_dir, names=names, force=force)
+        results = execute(cfg, overrides, out_dir=out_dir or executed_dir(cfg.profile), names=names, force=force)
     except Exception:
         if book:
-            shutil.rmtree(BUILD_DIR / "html", ignore_errors=True)
-            (BUILD_DIR / ".book-key").unlink(missing_ok=True)
+            shutil.rmtree(out / "html", ignore_errors=True)
+            (out / ".book-key").unlink(missing_ok=True)
         raise
     if book:
-        build_book(force=force)
+        build_book(force=force, profile=cfg.profile)
     return results

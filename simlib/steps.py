@@ -457,7 +457,8 @@ def train_spec(cfg: Config, seed: int):
                      accelerate_config=cfg.accelerate_config if cfg.resolved_device() == "cuda" else "")
 
 
-def grpo_runs(cfg: Config, prompts: pd.DataFrame, refs: dict[str, dict]) -> dict[tuple[str, int], Path]:
+def grpo_runs(cfg: Config, prompts: pd.DataFrame, refs: dict[str, dict],
+              seeds: list[int] | None = None) -> dict[tuple[str, int], Path]:
     """One GRPO run per target in ``refs`` (``{target: {post_id: texts}}``) and seed; every run
     resumes, or is skipped when done. Run folders are keyed by spec, prompts and references, so a
     run with other parameters or data never meets an old one's checkpoints, and a chapter asking
@@ -465,7 +466,7 @@ def grpo_runs(cfg: Config, prompts: pd.DataFrame, refs: dict[str, dict]) -> dict
     from .train import run_dir, train
 
     done = {}
-    for seed in cfg.grpo_seeds:
+    for seed in seeds or cfg.grpo_seeds:
         base = train_spec(cfg, seed)
         for target, target_refs in refs.items():
             spec = run_dir(base, target, prompts, target_refs)

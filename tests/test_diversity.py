@@ -377,3 +377,19 @@ def test_embed_texts_matches_sentence_transformers_reference(model_dir):
     e = embed_texts(list(REF), model_dir)
     for row, ref in zip(e, REF.values()):
         assert np.abs(row[REF_DIMS] - np.array(ref)).max() < 2e-6
+
+
+@pytest.mark.parametrize("text", ["NTA, she was rude.", "**YTA** honestly", "ESH here", "NAH. Talk to him.",
+                                  "INFO: how old is he?", "You're not the asshole.", "you're the asshole",
+                                  "Everyone sucks here.", "No assholes here.", "Not enough info.",
+                                  "I don't think you're the asshole, but NTA anyway"])
+def test_mask_verdicts_leaves_no_verdict(text):
+    masked = dv.mask_verdicts(text)
+    assert parse_verdict(text) is not None  # the fixture states one
+    assert parse_verdict(masked) is None
+    assert "…" in masked
+
+
+def test_mask_verdicts_keeps_text_without_a_verdict():
+    assert dv.mask_verdicts("That is mental, Santa.") == "That is mental, Santa."
+    assert dv.mask_verdicts(None) == ""
