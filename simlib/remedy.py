@@ -141,30 +141,49 @@ def rank_table(ranks: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
-def style_verdicts(ranks: pd.DataFrame, transfer: pd.DataFrame, styles: Sequence[str]) -> pd.DataFrame:
-    """The chapter's conclusion per style, by a rule fixed before the run.
+def _closer(base: np.ndarray, style: np.ndarray, real: np.ndarray) -> float:
+    # how much nearer to real the style's mean lies than the baselines' mean (> 0 = nearer)
+    return float(abs(np.mean(base - real)) - abs(np.mean(style - real)))
 
-    A style **closes the gap** when its interval overlaps the real replies' on every measure and
-    training on it raises the held-out score against real replies (interval above zero); it
-    **narrows the gap** when it is closer to real than both baseline styles on more than half of
-    the measures; otherwise it **does not close the gap**. ``transfer``: rows indexed by
-    ``(trained_on, evaluated_against)`` with ``delta``, ``lo``, ``hi``
-    (:func:`simlib.transfer.transfer_table`).
-    """
-    rows = []
+
+def remedy_rule(margin: float) -> str:
+    return ("effect = |mean over posts of (baseline styles - real)| - |mean over posts of (style - real)| in "
+            "repetition among replies that pass the quality gate, at equal n per post (> 0: the style lies nearer "
+            "to real replies than plain and humanlike do); 95% CI by bootstrap over posts; reproduces (the style "
+            f"narrows the gap) if the CI lies above 0, contradicts if below the margin {margin:g}, else "
+            f"inconclusive; closes the gap only if a TOST puts style - real within +-{margin:g} (90% CI)")
+
+
+def remedy_verdicts(per_post: pd.DataFrame, styles: Sequence[str], margin: float, measure: str = "repetition",
+                    n_boot: int = 2000, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    """Per style: its ``remedy:<style>`` verdict (:func:`remedy_rule`) and whether it closes the gap by
+    an equivalence test. ``per_post``: per-post diversity of the gated replies of every source
+    (:func:`simlib.gap.passing_diversity`). Returns ``({style: Verdict}, table)``."""
+    from . import verdicts
+
+    wide = per_post.pivot_table(index="post_id", columns="source", values=measure, aggfunc="mean")
+    out, rows = {}, []
     for s in styles:
-        g = ranks[ranks["source"] == s]
-        n = len(g)
-        closer, overlaps = int(g["closer_than_baselines"].sum()), int(g["overlaps"].sum())
-        key = (s, "real")
-        d, lo = (transfer.loc[key, "delta"], transfer.loc[key, "lo"]) if key in transfer.index else (np.nan, np.nan)
-        transfers = bool(np.isfinite(lo) and lo > 0)
-        if n and overlaps == n and transfers:
-            verdict = "closes the gap"
-        elif n and closer > n / 2:
-            verdict = "narrows the gap"
-        else:
-            verdict = "does not close the gap"
-        rows.append({"style": s, "measures": n, "closer_than_baselines": closer, "overlaps_real": overlaps,
-                     "delta_real": d, "transfers_to_real": transfers, "verdict": verdict})
-    return pd.DataFrame(rows).set_index("style")
+        cols = ["real", s, *BASELINES]
+        w = wide[[c for c in cols if c in wide.columns]].dropna() if all(c in wide.columns for c in cols) else wide.iloc[:0]
+        if len(w) < 2:
+            v = verdicts.decide(float("nan"), float("nan"), float("nan"), margin=margin, n=len(w), rule=remedy_rule(margin))
+            out[s] = v
+            rows.append({"style": s, "effect": v.effect, "lo": v.ci[0], "hi": v.ci[1], "MDE": v.mde, "posts": len(w),
+                         "style - real": float("nan"), "90% CI": "n/a", "closes the gap (TOST)": False, "verdict": v.verdict})
+            continue
+        base, style, real = w[list(BASELINES)].mean(axis=1).to_numpy(), w[s].to_numpy(), w["real"].to_numpy()
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, len(w), size=(n_boot, len(w)))
+        boots = np.array([_closer(base[i], style[i], real[i]) for i in idx])
+        lo, hi = np.quantile(boots, [0.025, 0.975])
+        v = verdicts.decide(_closer(base, style, real), float(lo), float(hi), margin=margin, n=len(w),
+                            rule=remedy_rule(margin), se=float(np.std(boots, ddof=1)))
+        diff = style - real
+        d_boot = np.array([diff[i].mean() for i in idx])
+        lo90, hi90 = np.quantile(d_boot, [0.05, 0.95])
+        out[s] = v
+        rows.append({"style": s, "effect": v.effect, "lo": v.ci[0], "hi": v.ci[1], "MDE": v.mde, "posts": len(w),
+                     "style - real": float(diff.mean()), "90% CI": f"[{lo90:+.3g}, {hi90:+.3g}]",
+                     "closes the gap (TOST)": verdicts.tost(lo90, hi90, margin), "verdict": v.verdict})
+    return out, pd.DataFrame(rows).set_index("style")

@@ -55,36 +55,35 @@ def test_ranking_puts_the_closest_style_first(tables):
     assert remedy.wide(long).shape[1] == 4
 
 
-def test_style_verdict_rule():
-    ranks = pd.DataFrame({"measure": ["a", "b", "c"] * 2, "source": ["persona"] * 3 + ["seeded"] * 3,
-                          "closer_than_baselines": [True, True, False, False, False, True],
-                          "overlaps": [True, True, True, False, True, True]})
-    idx = pd.MultiIndex.from_tuples([("persona", "real"), ("seeded", "real")])
-    transfer = pd.DataFrame({"delta": [0.02, 0.01], "lo": [0.01, -0.01], "hi": [0.03, 0.02]}, index=idx)
-    v = remedy.style_verdicts(ranks, transfer, ["persona", "seeded"])
-    assert v.loc["persona", "verdict"] == "closes the gap"
-    assert v.loc["seeded", "verdict"] == "does not close the gap"
-    transfer.loc[("persona", "real"), "lo"] = -0.001  # no clear transfer: closer on 2 of 3 only narrows
-    assert remedy.style_verdicts(ranks, transfer, ["persona"]).loc["persona", "verdict"] == "narrows the gap"
+def _per_post(style_shift: float, n: int = 30, noise: float = 0.01, seed: int = 0) -> pd.DataFrame:
+    """Repetition per post: real 0.3, baselines 0.5; persona at 0.5 - style_shift."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n):
+        for src, level in (("real", 0.3), ("plain", 0.5), ("humanlike", 0.5), ("persona", 0.5 - style_shift)):
+            rows.append({"post_id": f"p{p}", "source": src, "repetition": level + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def test_remedy_verdict_branches_and_equivalence():
+    rule = remedy.remedy_rule(0.05)
+    closes, t = remedy.remedy_verdicts(_per_post(0.2), ["persona"], 0.05, n_boot=300)
+    assert closes["persona"].verdict == "reproduces" and bool(t.loc["persona", "closes the gap (TOST)"])
+    assert closes["persona"].rule == rule and closes["persona"].n == 30
+    narrows, t = remedy.remedy_verdicts(_per_post(0.1), ["persona"], 0.05, n_boot=300)
+    assert narrows["persona"].verdict == "reproduces" and not bool(t.loc["persona", "closes the gap (TOST)"])
+    same, _ = remedy.remedy_verdicts(_per_post(0.0), ["persona"], 0.05, n_boot=300)
+    assert same["persona"].verdict == "contradicts"  # rules out narrowing by the margin
+    few, _ = remedy.remedy_verdicts(_per_post(0.1, n=5, noise=0.3), ["persona"], 0.05, n_boot=300)
+    assert few["persona"].verdict == "inconclusive"
+    missing, _ = remedy.remedy_verdicts(_per_post(0.1), ["seeded"], 0.05, n_boot=300)
+    assert missing["seeded"].verdict == "inconclusive" and missing["seeded"].n == 0
 
 
 def test_pooled_bootstrap_resamples_posts():
     point, lo, hi = remedy.pooled_bootstrap([[0.0, 0.0], [1.0, 1.0], [2.0]], lambda xs: float(np.mean(xs)), n_boot=500)
     assert point == pytest.approx(0.8) and lo < point < hi  # pooled: 4 / 5, not the mean of post means
     assert np.isnan(remedy.pooled_bootstrap([], np.mean)[0])
-
-
-def test_targets_take_styles_in_turn_and_cap_per_post():
-    syn = pd.DataFrame({"post_id": ["a"] * 6, "style": ["plain", "humanlike"] * 3,
-                        "sample_index": [0, 0, 1, 1, 2, 2], "text": [f"t{i}" for i in range(6)]})
-    syn = syn.sample(frac=1, random_state=1)  # the store's order must not matter
-    real = pd.DataFrame({"post_id": ["a"] * 5, "response_text": ["r0", "r1", " ", "r3", "r4"]})
-    refs = steps.references(real, syn, per_post=4)
-    assert list(refs) == ["synthetic", "real"]
-    assert refs["synthetic"]["a"] == ["t1", "t0", "t3", "t2"]  # sample 0 of both styles, then sample 1
-    assert refs["real"]["a"] == ["r0", "r1", "r3", "r4"]  # blank replies are no targets
-    by_style = steps.style_references(syn, per_post=2)
-    assert by_style["plain"]["a"] == ["t0", "t2"] and by_style["humanlike"]["a"] == ["t1", "t3"]
 
 
 def test_remedy_settings_are_validated():
