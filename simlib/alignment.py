@@ -5,6 +5,10 @@ similarly two models arrange the same items: embed the items in both models, fin
 k nearest neighbours (cosine, the item itself excluded) in each space, and average the fraction
 of neighbours the two lists share. Identical or rotated spaces score 1; unrelated spaces score
 about k/(n-1), the chance overlap of two random k-subsets of the other n-1 items.
+
+Because chance depends on n, two sets of texts are compared at the same n:
+:func:`equal_n_alignment` draws, again and again, the same number of texts from every source
+(half the posts, the same number of replies per post) and scores each draw.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import numpy as np
 
 import simlib.models  # noqa: F401  (offline environment variables)
 
-__all__ = ["mean_pooled_hidden", "knn_indices", "mutual_knn"]
+__all__ = ["mean_pooled_hidden", "knn_indices", "mutual_knn", "equal_n_alignment"]
 
 
 def mean_pooled_hidden(texts: Sequence[str], tokenizer, model, layer: int = -1,
@@ -100,3 +104,40 @@ def mutual_knn(feats_a: np.ndarray, feats_b: np.ndarray, k: int = 10) -> float:
     ma[rows, na] = True
     mb[rows, nb] = True
     return float(((ma & mb).sum(1) / k).mean())
+
+
+def equal_n_alignment(feats: dict, posts: dict, models: Sequence[str], k: int = 10, repeats: int = 200,
+                      post_frac: float = 0.5, seed: int = 0):
+    """Mutual k-NN of every pair of ``models`` on each source's texts, at equal n, repeated.
+
+    ``feats[source][model]`` is an [n_source, d] array whose rows are the texts of ``source``,
+    ``posts[source]`` the post id of each row. Each repeat draws ``post_frac`` of the posts every
+    source has texts for (without replacement, so no text meets a copy of itself) and, on each drawn
+    post, the same number of texts from every source (the smallest count any source has there), so
+    every source is scored on the same n, with the same chance level k/(n-1). Returns a long table
+    (repeat, source, pair, value, n, k); the spread over repeats is that of half-size samples, wider
+    than the full sample's, so intervals from it err on the wide side.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    sources = list(feats)
+    rows_of = {s: pd.Series(np.arange(len(posts[s]))).groupby(np.asarray(posts[s])).apply(list).to_dict()
+               for s in sources}
+    common = sorted(set.intersection(*(set(r) for r in rows_of.values())))
+    if len(common) < 2:
+        raise ValueError(f"need at least 2 posts shared by every source, got {len(common)}")
+    per_post = {p: min(len(rows_of[s][p]) for s in sources) for p in common}
+    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+    m = max(2, int(round(post_frac * len(common))))
+    out = []
+    for rep in range(repeats):
+        chosen = rng.choice(len(common), size=m, replace=False)
+        for s in sources:
+            idx = np.concatenate([rng.choice(rows_of[s][common[c]], size=per_post[common[c]], replace=False)
+                                  for c in chosen])
+            kk = min(k, len(idx) - 1)
+            for a, b in pairs:
+                out.append({"repeat": rep, "source": s, "pair": f"{a} ↔ {b}", "n": len(idx), "k": kk,
+                            "value": mutual_knn(feats[s][a][idx], feats[s][b][idx], k=kk)})
+    return pd.DataFrame(out)

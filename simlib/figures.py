@@ -204,7 +204,8 @@ def paired_gains(probe: "pd.DataFrame", test: "pd.DataFrame"):
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xticks(list(x), labels, fontsize=8)
         ax.set_title(title, fontsize=10)
-    axes[0].set_ylabel("change in BERTScore F1 (trained - base)")
+    for ax in axes:
+        ax.set_ylabel("change in BERTScore F1 (trained - base)")
     fig.tight_layout()
     return fig
 

@@ -331,6 +331,36 @@ def test_score_cached_scores_only_new(tmp_path, monkeypatch, smol, threads):
     assert all(abs(a["mean_logprob"] - b["mean_logprob"]) < TOL for a, b in zip(first, direct))
 
 
+def test_score_cached_keeps_token_logprobs(tmp_path, monkeypatch):
+    """keep_tokens stores each reply's per-token log-probs (for equal-length means); a record
+    stored without them is scored again, and plain calls read either kind."""
+    calls = []
+
+    def fake(rs, tok, model, batch_size=16, max_response_tokens=128, token_logprobs=False, **kw):
+        calls.append((len(rs), token_logprobs))
+        out = []
+        for r in rs:
+            lps = [-float(len(r.response))] * 3
+            out.append({"post_id": r.post_id, "response_id": r.response_id, "mean_logprob": lps[0],
+                        "sum_logprob": sum(lps), "n_tokens": 3, **({"token_logprobs": lps} if token_logprobs else {})})
+        return out
+
+    monkeypatch.setattr(lp, "score", fake)
+    reqs = [ScoreRequest("p", str(i), "prompt", "x" * (i + 1)) for i in range(3)]
+    store = tmp_path / "s.jsonl"
+    plain = score_cached(reqs, store, "m", object(), object())
+    assert "token_logprobs" not in plain[0] and calls == [(3, False)]
+    kept = score_cached(reqs, store, "m", object(), object(), keep_tokens=True)
+    assert calls[-1] == (3, True)  # records without tokens count as missing
+    assert kept[1]["token_logprobs"] == [-2.0] * 3
+    score_cached(reqs, store, "m", object(), object(), keep_tokens=True)
+    again = score_cached(reqs, store, "m", object(), object())
+    assert len(calls) == 2 and again[0]["mean_logprob"] == -1.0
+    fresh = tmp_path / "t.jsonl"  # a store written with tokens serves plain calls as well
+    score_cached(reqs, fresh, "m", object(), object(), keep_tokens=True)
+    assert score_cached(reqs, fresh, "m", object(), object())[2]["mean_logprob"] == -3.0 and len(calls) == 3
+
+
 # ------------------------------------------------------------------------------ sampling
 @pytest.mark.slow
 def test_sample_own_is_seeded(smol):
