@@ -432,12 +432,13 @@ def spread_reading(tests: pd.DataFrame, styles: Sequence[str]) -> str:
 
 def verdict_reading(verdict: str) -> str:
     """The sentence the chapter writes for each verdict of :data:`RULE`."""
-    return {"reproduces": "at equal length and temperature, the synthetic replies are more predictable to the "
-                          "scorer than the real replies to the same posts, as the study reports",
-            "contradicts": "the run rules out a difference as large as the margin: at equal length and "
-                           "temperature, synthetic replies are not clearly more predictable than real ones",
-            "inconclusive": "the interval covers both 0 and the margin, so this run cannot tell; a difference "
-                            "smaller than the minimum detectable effect would go unseen"}[verdict]
+    from .verdicts import reading
+
+    return reading(verdict,
+                   "at equal length and temperature, the synthetic replies are more predictable to the scorer than "
+                   "the real replies to the same posts, as the study reports",
+                   "the run rules out a difference as large as the margin: at equal length and temperature, synthetic "
+                   "replies are not clearly more predictable than real ones", "a difference")
 
 
 def interval_reading(lo: float, hi: float, above: str, below: str, neither: str) -> str:

@@ -96,9 +96,8 @@ def measure_hist(per_post, measure: str, xlabel: str, sources=("real", "plain", 
     return fig
 
 
-def share_bars(shares, xlabel: str):
-    """Horizontal stacked bars: one bar per source, segments are category shares."""
-    fig, ax = plt.subplots(figsize=(7.0, 0.6 * len(shares) + 1.6))
+def _stacked(ax, shares, xlabel: str) -> None:
+    """One horizontal stacked bar per row of ``shares`` (rows: sources, columns: category shares)."""
     left = np.zeros(len(shares))
     for i, cat in enumerate(shares.columns):
         ax.barh(list(shares.index), shares[cat].to_numpy(), left=left, label=str(cat),
@@ -108,6 +107,12 @@ def share_bars(shares, xlabel: str):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("source")
     ax.invert_yaxis()
+
+
+def share_bars(shares, xlabel: str):
+    """Horizontal stacked bars: one bar per source, segments are category shares."""
+    fig, ax = plt.subplots(figsize=(7.0, 0.6 * len(shares) + 1.6))
+    _stacked(ax, shares, xlabel)
     ax.legend(ncol=min(7, len(shares.columns)), loc="upper center", bbox_to_anchor=(0.5, -0.35))
     return fig
 
@@ -249,16 +254,8 @@ def label_panels(panels: dict):
     n_rows = max(len(t) for t in panels.values())
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.55 * n_rows + 2.2), squeeze=False)
     for ax, (title, shares) in zip(axes[0], panels.items()):
-        left = np.zeros(len(shares))
-        for i, cat in enumerate(shares.columns):
-            ax.barh(list(shares.index), shares[cat].to_numpy(), left=left, label=str(cat),
-                    color=PALETTE[i % len(PALETTE)], edgecolor="white")
-            left += shares[cat].to_numpy()
-        ax.set_xlim(0, 1)
+        _stacked(ax, shares, "share of replies")
         ax.set_title(title)
-        ax.set_xlabel("share of replies")
-        ax.set_ylabel("source")
-        ax.invert_yaxis()
         ax.legend(ncol=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     return fig
 

@@ -186,9 +186,10 @@ def effects_table(rows: dict) -> pd.DataFrame:
 
 def verdict_reading(verdict: str) -> str:
     """The sentence the chapter writes for each verdict of the ``gap`` rule."""
-    return {"reproduces": "among replies that make sense, synthetic replies to a post are more alike than real "
-                          "ones, as the study reports",
-            "contradicts": "among replies that make sense, the run rules out a gap as large as the margin: "
-                           "synthetic replies are not narrower than real ones by this measure",
-            "inconclusive": "the interval covers both 0 and the margin, so this run cannot tell; a gap smaller "
-                            "than the minimum detectable effect would go unseen"}[verdict]
+    from .verdicts import reading
+
+    return reading(verdict,
+                   "among replies that make sense, synthetic replies to a post are more alike than real ones, as the "
+                   "study reports",
+                   "among replies that make sense, the run rules out a gap as large as the margin: synthetic replies "
+                   "are not narrower than real ones by this measure", "a gap")

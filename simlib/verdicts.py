@@ -115,6 +115,21 @@ def decide(effect: float, lo: float, hi: float, *, margin: float, n: int, rule: 
                    int(n), rule)
 
 
+INCONCLUSIVE_READING = ("the interval covers both 0 and the margin, so this run cannot tell; {what} smaller than "
+                        "the minimum detectable effect would go unseen")
+
+
+def reading(verdict: str, reproduces: str, contradicts: str, what: str = "an effect") -> str:
+    """The sentence a chapter writes for its verdict: its own words for the two decided outcomes,
+    and one wording, shared by every chapter, for an inconclusive run.
+
+    >>> reading("inconclusive", "r", "c", "a gap")[:34]
+    'the interval covers both 0 and the'
+    """
+    return {"reproduces": reproduces, "contradicts": contradicts,
+            "inconclusive": INCONCLUSIVE_READING.format(what=what)}[verdict]
+
+
 def tost(lo90: float, hi90: float, margin: float) -> bool:
     """Two one-sided tests at alpha 0.05: equivalent within ``±margin`` when the 90% interval
     lies inside it. Absence of a difference is not equivalence; this is.

@@ -385,24 +385,11 @@ def test_train_with_two_processes_goes_through_launch(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_launch_trains_a_tiny_policy(tmp_path):
+def test_two_process_gloo_launch_trains_a_tiny_policy(tmp_path, tiny_policy):
     """The launch path end to end on the CPU: train() -> accelerate launch -> 2 gloo processes."""
-    import shutil
-
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from simlib import models
     from simlib.train import TrainSpec, read_log, train
 
-    src, dst = Path(models.resolve("smollm2-135m")), tmp_path / "tiny"
-    cfg = AutoConfig.from_pretrained(src)
-    cfg.update(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    num_key_value_heads=1, head_dim=16))
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(dst)
-    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
-    shutil.copy(src / "generation_config.json", dst / "generation_config.json")
+    dst = tiny_policy
     refs = {"a": ["NTA, she was rude."], "b": ["YTA, apologise."]}
     prompts = [{"post_id": k, "prompt": f"AITA? Post {k}."} for k in refs]
     spec = TrainSpec(policy=str(dst), steps=2, num_generations=2, prompts_per_step=1, max_completion_length=6,

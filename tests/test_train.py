@@ -46,24 +46,6 @@ def tiny_spec(tmp_path: Path, policy: str, **kw) -> TrainSpec:
     return TrainSpec(**base)
 
 
-@pytest.fixture(scope="module")
-def tiny_policy(tmp_path_factory) -> str:
-    """A randomly initialised 2-layer model with SmolLM2's tokenizer and chat template (fast steps)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    src = Path(models.resolve("smollm2-135m"))
-    dst = tmp_path_factory.mktemp("tiny-smollm2")
-    cfg = AutoConfig.from_pretrained(src)
-    cfg.update(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    num_key_value_heads=1, head_dim=16))
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(dst)
-    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
-    shutil.copy(src / "generation_config.json", dst / "generation_config.json")
-    return str(dst)
-
-
 @pytest.mark.slow
 def test_two_steps_smollm2_logs_rewards(tmp_path):
     # 2 short prompts, one per step, 2 generations of <= 8 tokens: ~10 s a step on a quiet 2-core CPU
