@@ -121,3 +121,23 @@ def verdict(ch: pd.DataFrame, margin: float, n_boot: int = 2000, seed: int = 0) 
     c = contrast(ch, n_boot=n_boot, seed=seed)
     return verdicts.decide(c["effect"], c["lo"], c["hi"], margin=margin, n=c["n"], se=c["se"],
                            rule=f"{RULE}; margin {margin:g} F1")
+
+
+def mde_curve(ch: pd.DataFrame, steps_per_run: int, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The contrast's MDE as the experiment grows, measured on this run's own data: for the first
+    k seeds (k = 1 .. all) and the first half or all of the probe posts, the MDE and the GRPO steps
+    those runs cost (two runs of ``steps_per_run`` per seed). Extrapolating it says what budget
+    would reach a given MDE; with one seed the seed-to-seed variance is not seen, so that row is
+    optimistic."""
+    g = probe_gains(ch)
+    seeds = sorted(g["seed"].unique())
+    posts = list(dict.fromkeys(g["post_id"]))
+    rows = []
+    for k in range(1, len(seeds) + 1):
+        for share in (0.5, 1.0):
+            keep = posts[:max(2, int(round(share * len(posts))))]
+            sub = ch[ch["seed"].isin(seeds[:k]) & ch["post_id"].isin(keep)]
+            c = contrast(sub, n_boot=n_boot, seed=seed)
+            rows.append({"seeds": k, "probe_posts": len(keep), "grpo_steps": 2 * k * steps_per_run,
+                         "mde": c["mde"], "effect": c["effect"]})
+    return pd.DataFrame(rows)

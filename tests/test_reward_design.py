@@ -116,3 +116,11 @@ def test_verdict_entry_matches_the_schema(tmp_path):
     v = transfer.verdict(transfer.changes(_evals(0.03)), 0.02, n_boot=200)
     entry = verdicts.record(tmp_path, "reward", v)
     assert verdicts.load(tmp_path)["reward"] == entry and "margin 0.02" in entry["rule"]
+
+
+def test_mde_curve_shrinks_with_seeds_and_posts():
+    curve = transfer.mde_curve(transfer.changes(_evals(0.0, seed=3)), steps_per_run=10, n_boot=300)
+    assert len(curve) == 8 and curve["grpo_steps"].max() == 80
+    full = curve[(curve["seeds"] == 4) & (curve["probe_posts"] == 40)]["mde"].iloc[0]
+    half = curve[(curve["seeds"] == 2) & (curve["probe_posts"] == 20)]["mde"].iloc[0]
+    assert full < half
