@@ -173,8 +173,10 @@ def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | No
     else:
         with contextlib.ExitStack() as stack:
             base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
+            # The local server decodes every request it accepted, even one whose client gave up: a
+            # short timeout on a busy machine only queues retries behind the abandoned requests.
             report = generate(reqs, store, base_url, model, concurrency=cfg.concurrency, progress=True,
-                              **_prices(model)).to_dict()
+                              timeout=60.0 if cfg.api_base_url else 900.0, **_prices(model)).to_dict()
     out = load_store(store)
     out = out[out["key"].isin(keys)].reset_index(drop=True)
     return out, report
