@@ -106,9 +106,8 @@ class Config:
     probe_posts: int = _f(0, "Training posts in the fixed probe set on which the training-reward gain is "
                              "measured (0 = every training post).")
     eval_refs: int = _f(4, "References per held-out post and kind; a reply's score is its mean F1 over them.")
-    remedy_grpo_seeds: list = _f([], "Seeds of the remedy chapter's GRPO runs on its new styles (a subset of "
-                                     "grpo_seeds; empty = grpo_seeds). Its synthetic and real runs are the reward "
-                                     "chapter's.", item=int)
+    remedy_seeds: int = _f(0, "The remedy chapter trains its new styles with the first this-many of grpo_seeds (0 = "
+                              "all); its synthetic and real runs are the reward chapter's.")
     reward_margin: float = _f(0.02, "Smallest synthetic-minus-real gain contrast (BERTScore F1) that counts as "
                                     "the study's effect: the verdict 'contradicts' needs the interval below it.")
     # --- log-prob ----------------------------------------------------------------------
@@ -206,8 +205,7 @@ class Config:
              f"remedy_styles must be a non-empty subset of [plain, humanlike, persona, seeded], got {self.remedy_styles}")
         for name in ("reward_targets_per_post", "eval_refs"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
-        need(set(self.remedy_grpo_seeds) <= set(self.grpo_seeds),
-             f"remedy_grpo_seeds must be a subset of grpo_seeds, got {self.remedy_grpo_seeds} (grpo_seeds {self.grpo_seeds})")
+        need(self.remedy_seeds >= 0, f"remedy_seeds must be >= 0, got {self.remedy_seeds!r}")
         need(self.probe_posts >= 0, f"probe_posts must be >= 0, got {self.probe_posts!r}")
         need(self.reward_margin > 0, f"reward_margin must be > 0, got {self.reward_margin!r}")
         writer = self.generator if self.reward_synthetic_from == "generator" else self.reward_synthetic_from
