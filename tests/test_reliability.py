@@ -233,7 +233,7 @@ def test_very_long_post_never_exceeds_max_post_chars(limit, kind):
 
 # ------------------------------------------------------------------------ bad input: parameters
 @pytest.mark.parametrize("args,fragments", [
-    (["--profile", "nope"], ["unknown profile 'nope'", "valid profiles: ci, paper, smoke"]),
+    (["--profile", "nope"], ["unknown profile 'nope'", "valid profiles: book, ci, gpu-smoke, paper, smoke"]),
     (["--set", "n_posts=-3"], ["n_posts must be >= 0, got -3"]),
     (["--set", "n_posts=ten"], ["parameter n_posts", "'ten'"]),
     (["--set", "temperature=7"], ["temperature must be in [0, 2], got 7.0"]),
