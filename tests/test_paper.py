@@ -425,21 +425,18 @@ def test_gpu_smoke_profile_exercises_the_paper_paths_with_shipped_models():
     assert not cfg.api_base_url and not plan.needs_consent(plan.make(cfg))
 
 
-def test_intro_table_agrees_with_the_paper_profile():
-    cfg = config.load("paper")
-    rows = {}
-    for line in (REPO / "book" / "intro.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == 3:
-            rows[cells[0]] = cells[1]
-    short = lambda name: name.split("/")[-1].lower().replace("-", "")  # noqa: E731
-    assert short(cfg.generator) in rows["synthetic generator"].lower().replace("-", "")
-    assert short(cfg.policy) in rows["GRPO policy"].lower().replace("-", "")
-    assert short(cfg.scorer) in rows["log-prob scorer"].lower().replace("-", "")
-    assert short(cfg.judge) in rows["judge"].lower().replace("-", "")
-    assert "deberta" in rows["reward encoder"].lower() and "deberta" in cfg.encoder
-    recipe = rows["GRPO recipe"]
-    assert f"{cfg.prompts_per_step} prompts × {cfg.num_generations} rollouts" in recipe
-    assert f"lr {cfg.learning_rate:.0e}".replace("e-0", "e-") in recipe and f"{cfg.grpo_steps} steps" in recipe
-    for sub in cfg.subreddits:
-        assert sub.lower() in rows["real data"].lower()
+def test_setup_table_is_read_from_the_profiles():
+    from simlib import profiles
+
+    paper, ci = config.load("paper"), config.load("ci")
+    t = profiles.table(paper, ci)
+    assert list(t.columns) == ["paper profile", "ci profile"]
+    rows = t["paper profile"]
+    assert rows["synthetic generator"] == paper.generator and rows["GRPO policy"] == paper.policy
+    assert rows["log-prob scorer"] == paper.scorer and rows["judge"] == paper.judge
+    assert f"{paper.prompts_per_step} prompts × {paper.num_generations} rollouts" in rows["GRPO recipe"]
+    assert f"lr {paper.learning_rate:.0e}".replace("e-0", "e-") in rows["GRPO recipe"]
+    assert f"{paper.grpo_steps} steps" in rows["GRPO recipe"]
+    assert all(f"r/{s}" in rows["real data"] for s in paper.subreddits)
+    assert t.loc["synthetic targets of the reward chapter", "ci profile"].startswith(ci.reward_synthetic_from)
+    assert "| synthetic generator |" not in (REPO / "book" / "intro.md").read_text()  # no hand-kept copy
