@@ -44,21 +44,31 @@ def _messages(prompt: Any) -> list[dict]:
 def sample_policy(model_path: str, prompts: Sequence[Any], *, n: int, max_new_tokens: int, seed: int,
                   temperature: float, dtype: str = "float32", max_rows: int = 96,
                   shift_of: Sequence[Sequence[str]] | None = None,
-                  base_logprobs: Sequence[float] | None = None) -> dict[str, Any]:
+                  base_logprobs: Sequence[float] | None = None,
+                  logprob_rows: Sequence[int] | None = None) -> dict[str, Any]:
     """``n`` replies to each prompt from the generator streams of ``seed`` (the same streams for the
-    base and every trained policy), their mean token log-prob under the policy (``self_logprob``),
-    and with ``shift_of``/``base_logprobs`` (the base policy's ``responses``/``self_logprob``) the
-    per-prompt ``logprob_shift`` of the base replies."""
+    base and every trained policy). Without ``shift_of``, also their mean token log-prob under the
+    policy (``self_logprob``: the base policy's, which a trained one's shift is measured against);
+    with ``shift_of``/``base_logprobs`` (the base policy's ``responses``/``self_logprob``), the
+    per-prompt ``logprob_shift`` of the base replies instead. Either is computed on the prompts of
+    ``logprob_rows`` only (default all; NaN elsewhere), since each reads those prompts once more."""
     from .train import generate_responses, load_policy
 
     tok, model = load_policy(model_path, dtype)
     responses = generate_responses(model_path, list(prompts), n=n, max_new_tokens=max_new_tokens, seed=seed,
                                    temperature=temperature, model=model, tokenizer=tok, max_rows=max_rows)
-    result: dict[str, Any] = {"responses": responses,
-                              "self_logprob": mean_logprobs(model, tok, prompts, responses, max_new_tokens)}
-    if shift_of is not None and base_logprobs is not None:
-        under = mean_logprobs(model, tok, prompts, shift_of, max_new_tokens)
-        result["logprob_shift"] = [a - b for a, b in zip(under, base_logprobs)]
+    rows = list(range(len(prompts))) if logprob_rows is None else list(logprob_rows)
+
+    def on_rows(replies: Sequence[Sequence[str]]) -> list[float]:
+        got = dict(zip(rows, mean_logprobs(model, tok, [prompts[i] for i in rows], [replies[i] for i in rows],
+                                           max_new_tokens)))
+        return [got.get(i, math.nan) for i in range(len(prompts))]
+
+    result: dict[str, Any] = {"responses": responses}
+    if shift_of is None:
+        result["self_logprob"] = on_rows(responses)
+    elif base_logprobs is not None:
+        result["logprob_shift"] = [a - b for a, b in zip(on_rows(shift_of), base_logprobs)]
     return result
 
 

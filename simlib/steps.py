@@ -502,8 +502,10 @@ def policy_evaluation(cfg: Config, model: str, design, run_seed: int, base: dict
     if path.exists():
         res = json.loads(path.read_text())
     else:
+        # how far a run moved is measured on the held-out posts only: each measure reads the prompts again
         res = sample_policy(str(model), prompts, **sampling, shift_of=base["responses"] if base else None,
-                            base_logprobs=base["self_logprob"] if base else None)
+                            base_logprobs=base["self_logprob"] if base else None,
+                            logprob_rows=range(len(probe), len(prompts)))
         atomic_write_json(path, res)
     return {"post_id": ids, **res, "scores": score_replies(res["responses"], ids, refs, cfg.encoder)}
 

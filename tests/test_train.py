@@ -143,6 +143,10 @@ def test_lora_run_and_evaluation(tmp_path, tiny_policy):
     # the same seed draws the same base replies again: deltas against the base are paired
     again = evaluate_policy(tiny_policy, prompts, ids, {"real": REFS}, **kw)
     assert again["responses"] == base["responses"] and again["scores"]["real"] == base["scores"]["real"]
+    # the base policy has not moved from itself; log-probs only on the rows asked for
+    same = evaluate_policy(tiny_policy, prompts, ids, {"real": REFS}, **kw, shift_of=base["responses"],
+                           base_logprobs=base["self_logprob"], logprob_rows=[1])
+    assert same["logprob_shift"][0] != same["logprob_shift"][0] and abs(same["logprob_shift"][1]) < 1e-4
 
 
 def test_paired_specs_differ_only_in_targets(tmp_path):
