@@ -101,11 +101,12 @@ def level_gap(evals: dict, a: str, b: str, n_boot: int = 2000, seed: int = 0) ->
     """The base policy's held-out score against kind ``a`` minus against kind ``b``, per test post
     (seeds averaged), with a bootstrap interval over posts: how much closer the untrained policy's
     replies already are to one kind of reference than to the other."""
-    per_seed = [np.array(ev["scores"][a]) - np.array(ev["scores"][b])
-                for (k, _), ev in evals.items() if k == "base"]
     base = next(ev for (k, _), ev in evals.items() if k == "base")
     test = np.array([p.startswith("test:") for p in base["post_id"]])
-    d = np.nanmean(np.vstack(per_seed), axis=0)[test]
+    # test posts only: an evaluation-only kind has no reference on the probe posts
+    per_seed = [(np.array(ev["scores"][a]) - np.array(ev["scores"][b]))[test]
+                for (k, _), ev in evals.items() if k == "base"]
+    d = np.vstack(per_seed).mean(axis=0)
     mean, lo, hi, se = verdicts.two_way_bootstrap(d[np.isfinite(d)], n_boot=n_boot, seed=seed)
     return {"effect": mean, "lo": lo, "hi": hi, "mde": verdicts.mde(se), "posts": int(np.isfinite(d).sum())}
 

@@ -124,3 +124,15 @@ def test_mde_curve_shrinks_with_seeds_and_posts():
     full = curve[(curve["seeds"] == 4) & (curve["probe_posts"] == 40)]["mde"].iloc[0]
     half = curve[(curve["seeds"] == 2) & (curve["probe_posts"] == 20)]["mde"].iloc[0]
     assert full < half
+
+
+def test_level_gap_reads_test_posts_only_and_warns_of_nothing():
+    import warnings
+
+    ev = _evals(0.0)
+    for (kind, s), e in ev.items():  # an evaluation-only kind: no reference on the probe posts
+        e["scores"]["policy_own"] = [float("nan") if p.startswith("probe:") else 0.5 for p in e["post_id"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gap = transfer.level_gap(ev, "policy_own", "real", n_boot=200)
+    assert gap["posts"] == 10 and np.isfinite(gap["effect"])
