@@ -193,7 +193,7 @@ def reward_curves(curve):
     return fig
 
 
-def paired_gains(probe: "pd.DataFrame", test: "pd.DataFrame"):
+def paired_gains(probe, test):
     """Left: each kind of run's training-reward gain on the probe posts; right: held-out changes
     against each kind of reference. Bars are means over posts and seeds with their 95% intervals
     (``probe``/``test``: :func:`simlib.transfer.cells` tables)."""

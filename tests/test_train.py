@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from simlib import models
 from simlib.evaluate import evaluate_policy
 from simlib.train import (TrainSpec, check_paired, generate_responses, last_checkpoint,
                           paired_specs, read_log, run_dir, train)
