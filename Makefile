@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 models: venv
-	$(PY) -m simlib.models
+	$(PY) -m simlib.lm.weights
 
 book: models
 	$(VENV)/bin/simlib run --profile $(PROFILE) $(foreach s,$(SETS),--set $(s))
@@ -39,7 +39,7 @@ test: models
 	$(PY) -m pytest
 
 check: venv
-	$(PY) -m simlib.bookcheck _build/html --secret-env OPENAI_API_KEY --screenshots _build/screenshots --notebooks executed
+	$(PY) -m tools.bookcheck _build/html --secret-env OPENAI_API_KEY --screenshots _build/screenshots --notebooks executed
 
 bench: models
 	$(PY) -m benchmarks

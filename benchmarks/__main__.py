@@ -2,7 +2,7 @@
 
 Each module ``benchmarks/bench_<name>.py`` has ``run(quick: bool) -> dict``. This runner calls them
 in turn (``--only`` picks some), prints one table of the headline numbers against the project's
-targets (:data:`simlib.perf.TARGETS`) and writes everything as JSON, with the machine it ran on:
+targets (:data:`simlib.publish.perf.TARGETS`) and writes everything as JSON, with the machine it ran on:
 CPU model, cores, RAM, Python/torch/transformers versions, date, git commit, and the load average
 before and after (the machine may be shared: a load average above the core count means other
 jobs competed for the CPU, and absolute times are then slower than on a quiet machine; ratios
@@ -59,7 +59,7 @@ def machine_info() -> dict[str, Any]:
     """What the numbers depend on: hardware, versions, date, commit, and how busy the machine was."""
     import psutil
 
-    from simlib.hardware import native_bf16
+    from simlib.lm.hardware import native_bf16
 
     def version(mod: str) -> str | None:
         try:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = ap.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from simlib import perf  # after argparse: --help stays fast
+    from simlib.publish import perf  # after argparse: --help stays fast
 
     names = ns.only or list(BENCHMARKS)
     results: dict[str, Any] = {"quick": ns.quick, "threads": ns.threads or "default", "machine": machine_info(), "benchmarks": {}}

@@ -11,7 +11,7 @@ and their ratio are reported, with a check that both allocators computed the sam
 * ``logprob``: prefix-shared scoring of real replies with Gemma 3 270M in the ``ci`` profile's
   ``inference_dtype`` (262k-token vocabulary: the largest logits of the book).
 
-The runner preloads tcmalloc into the notebook kernels when it is installed (:mod:`simlib.allocator`).
+The runner preloads tcmalloc into the notebook kernels when it is installed (:mod:`simlib.lm.allocator`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from simlib import allocator
+from simlib.lm import allocator
 
 WORKLOADS = ("grpo", "logprob")
 
@@ -55,8 +55,8 @@ def _grpo(quick: bool) -> tuple[dict, Any]:
 def _logprob(quick: bool) -> tuple[dict, Any]:
     from benchmarks.bench_logprob import load_threads
     from simlib.config import load
-    from simlib.logprob import ScoreRequest, build_prompt, score
-    from simlib.models import load_causal_lm
+    from simlib.lm.logprob import ScoreRequest, build_prompt, score
+    from simlib.lm.weights import load_causal_lm
 
     n_posts, n_replies = (1, 4) if quick else (2, 8)
     tok, model = load_causal_lm("gemma3-270m", dtype=load("ci").resolved_inference_dtype())

@@ -10,7 +10,7 @@ The servers answer the OpenAI chat API on 127.0.0.1 and serve SmolLM2-135M-Instr
 * ``llama_cpp`` (llama-cpp-python's own server): the shipped Q4_1 GGUF (its default: on one
   sequence at a time the 4-bit kernels are the faster ones here), one request at a time;
 * ``transformers`` (the baseline): ``transformers serve`` on the float32 Hugging Face folder
-  dequantised from that same GGUF (``simlib.models.resolve``), loaded offline from the local path,
+  dequantised from that same GGUF (``simlib.lm.weights.resolve``), loaded offline from the local path,
   one request at a time (it handles one at a time unless continuous batching is on);
 * ``transformers_cb``: the same with ``--continuous-batching``, sent ``slots`` at a time (recorded
   as an error if it does not run on this CPU).
@@ -41,7 +41,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from simlib import models  # noqa: F401  (offline environment variables)
+from simlib.lm import weights  # noqa: F401  (offline environment variables)
 
 
 class TransformersServe:
@@ -140,7 +140,7 @@ def _generate_loop(reqs, threads: int, repeats: int) -> list[dict[str, Any]]:
     """Fallback baseline: ``model.generate`` per request in this process (greedy, same max tokens)."""
     import torch
 
-    from simlib.models import load_causal_lm
+    from simlib.lm.weights import load_causal_lm
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -202,7 +202,7 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
     """
     from simlib.generate import LocalServer
     from simlib.generate.server import default_threads
-    from simlib.models import resolve
+    from simlib.lm.weights import resolve
 
     threads = threads or default_threads()
     repeats = repeats or (1 if quick else 3)

@@ -8,7 +8,7 @@ and references) and the median wall time of the steps after the first (warm-up) 
 the time spent in the reward function. Step 1 starts from the same weights and RNG state in every
 setting, so its completions and rewards should agree exactly between full and LoRA (LoRA's B matrices
 start at zero) and nearly between fp32 and bf16 (bf16 autocast changes logits, so sampled tokens may
-differ). The reward part compares the cached :class:`~simlib.reward.BertScoreReward` with calling
+differ). The reward part compares the cached :class:`~simlib.measures.reward.BertScoreReward` with calling
 ``BERTScorer.score`` on every (completion, reference) pair at each step, as an uncached reward would.
 """
 from __future__ import annotations
@@ -21,8 +21,10 @@ import tempfile
 import time
 from typing import Any
 
-from simlib import config, models  # noqa: F401  (models: offline environment)
-from simlib.hardware import cpu_flags
+from simlib import config
+
+from simlib.lm import weights  # noqa: F401  (models: offline environment)
+from simlib.lm.hardware import cpu_flags
 
 POSTS = {
     "p1": ("AITA for refusing to lend my car to my sister after she crashed the last one?",
@@ -64,7 +66,7 @@ class _TimedReward:
         self.post_ids: list[list[str]] = []
 
     def __call__(self, completions, post_id, **kw):
-        from simlib.reward import completion_text
+        from simlib.measures.reward import completion_text
 
         t = time.perf_counter()
         out = self.inner(completions, post_id=post_id, **kw)
@@ -105,12 +107,41 @@ def _real_prompts(n_prompts: int, chars: int) -> tuple[list, dict]:
     return prompts, refs
 
 
+def fp32_peak_gflops(threads: int, path: str = "/proc/cpuinfo") -> float | None:
+    """The fp32 peak of ``threads`` cores: clock x SIMD lanes x 2 (FMA) x 2 FMA units per cycle.
+
+    8 lanes with AVX2, 16 with AVX-512; the clock is the "cpu MHz" Linux reports (the nominal or
+    current one, not a turbo peak), so the share of peak computed from it is an upper bound.
+    """
+    flags = cpu_flags(path)
+    if "avx2" not in flags or "fma" not in flags:
+        return None
+    try:
+        mhz = max(float(line.split(":")[1]) for line in open(path) if line.lower().startswith("cpu mhz"))
+    except (OSError, ValueError):
+        return None
+    lanes = 16 if "avx512f" in flags else 8
+    return threads * mhz / 1000 * lanes * 2 * 2
+
+
+def step_gflop(params: int, prompt_tokens: int, completion_tokens: float, share_prompt: bool, n_gen: int) -> float:
+    """Matrix-multiply work of one GRPO step, in GFLOP: 2 FLOP per weight and token forward, 4 more
+    backward. Rollouts read each prompt once and decode the completions (forward only); the training
+    pass runs forward and backward over prompt and completions, the prompt once per group when it is
+    shared, once per completion otherwise. Attention scores and the reward encoder are left out (short
+    sequences: a few percent), so the share of peak derived from it is a lower bound on the work done."""
+    train_prompt = prompt_tokens if share_prompt else prompt_tokens * n_gen
+    return (2 * params * (prompt_tokens + completion_tokens) + 6 * params * (train_prompt + completion_tokens)) / 1e9
+
+
 def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: int, max_len: int,
                    refs: dict, prompts: list, share_prompt: bool = True, share_rollouts: bool = True) -> dict[str, Any]:
     import warnings
 
-    from simlib.reward import BertScoreReward
-    from simlib.train import TrainSpec, _grpo_config, build_trainer
+    from simlib.lm.chat import render
+    from simlib.measures.reward import BertScoreReward
+    from simlib.train import TrainSpec, build_trainer
+    from simlib.train.spec import grpo_config
 
     with tempfile.TemporaryDirectory(prefix="bench-grpo-") as tmp:
         spec = TrainSpec(policy="smollm2-135m", steps=steps, num_generations=n_gen, prompts_per_step=n_prompts,
@@ -122,18 +153,27 @@ def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: in
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            trainer = build_trainer(spec, prompts, reward, _grpo_config(spec, use_cpu=True), callbacks=[timer])
+            trainer = build_trainer(spec, prompts, reward, grpo_config(spec, cpu=True), callbacks=[timer])
             setup = time.perf_counter() - t0
             trainer.train()
         hist = [h for h in trainer.state.log_history if "reward" in h]
     measured = timer.seconds[1:] or timer.seconds
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    params = sum(p.numel() for p in trainer.model.parameters())
+    tok = trainer.processing_class
+    prompt_tokens = sum(len(render(tok, p["prompt"], tokenize=True, return_dict=True)["input_ids"]) for p in prompts)
+    lengths = [h.get("completions/mean_length") or 0.0 for h in hist]
+    gflop = step_gflop(params, prompt_tokens, statistics.median(lengths) * n_prompts * n_gen, share_prompt, n_gen)
+    step_s = statistics.median(measured)
     return {
         "setup_s": round(setup, 2),
         "step_s": [round(s, 3) for s in timer.seconds],
         "median_step_s": round(statistics.median(measured), 3),
         "median_reward_s": round(statistics.median(reward.seconds[1:] or reward.seconds), 4),
         "trainable_params": int(trainable),
+        "prompt_tokens_per_step": int(prompt_tokens),
+        "gflop_per_step": round(gflop, 1),
+        "achieved_gflops": round(gflop / step_s, 2),
         "reward_mean": [round(h["reward"], 5) for h in hist],
         "completion_length": [h.get("completions/mean_length") for h in hist],
         "_step1": {"completions": reward.completions[0], "rewards": reward.outputs[0],
@@ -143,7 +183,7 @@ def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: in
 
 def _reward_bench(step1: dict, refs: dict, repeats: int) -> dict[str, Any]:
     """Cached reward vs bert_score on every pair, on the completions of a real step."""
-    from simlib.reward import BertScoreReward
+    from simlib.measures.reward import BertScoreReward
 
     cands, pids = step1["completions"], step1["post_ids"]
     cached = BertScoreReward("minilm-l6", refs)
@@ -230,6 +270,12 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
                                                            / shared["median_step_s"], 2),
                           "shared_prompt_same_step1_rewards": shared["reward_mean"][:1] == trl["reward_mean"][:1]}
     results["reward"] = _reward_bench(step1["fp32_full"], refs, repeats=3 if quick else 5)
+    # how much of the CPU's fp32 arithmetic a step uses: the budget's main term, measured against the ceiling
+    peak = fp32_peak_gflops(torch.get_num_threads())
+    ci_own = posts[f"ci_post_{cut}_chars"]
+    results["flops"] = {"fp32_peak_gflops": round(peak, 1) if peak else None,
+                        "ci_step_gflop": ci_own["gflop_per_step"], "ci_step_gflops": ci_own["achieved_gflops"],
+                        "ci_step_share_of_peak": round(ci_own["achieved_gflops"] / peak, 3) if peak else None}
     return results
 
 

@@ -1,7 +1,7 @@
 """Prefix-shared scoring vs the naive one-pass-per-reply reference, on real r/AITAH threads.
 
 ``python -m benchmarks.bench_logprob [--quick] [--threads N] [--model NAME]`` prints a JSON dict:
-wall times of :func:`simlib.logprob.score` and :func:`simlib.logprob.score_naive` on the same
+wall times of :func:`simlib.lm.logprob.score` and :func:`simlib.lm.logprob.score_naive` on the same
 requests (``repeats`` alternating repetitions, medians reported), the speed ratio, response tokens
 scored per second, and the largest absolute differences between the two (per token, mean and sum).
 Full run: 3 long posts x 8 replies, Gemma 3 270M, posts up to 2000 characters, replies up to 128
@@ -86,9 +86,9 @@ def run(quick: bool = False, model_name: str = "gemma3-270m", threads: int | Non
     """Time prefix-shared vs naive scoring; return timings, the ratio and the max abs difference."""
     import torch
 
-    from simlib.logprob import (ScoreRequest, build_prompt, encode_prompt, encode_response, score,
+    from simlib.lm.logprob import (ScoreRequest, build_prompt, encode_prompt, encode_response, score,
                                 score_naive)
-    from simlib.models import load_causal_lm
+    from simlib.lm.weights import load_causal_lm
 
     if threads:
         torch.set_num_threads(threads)

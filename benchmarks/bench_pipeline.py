@@ -3,10 +3,10 @@
 ``python -m benchmarks.bench_pipeline [--quick]`` prints a JSON dict; :func:`run` returns it.
 
 Wall time and peak memory come from ``executed/.state.json``, which ``simlib run`` writes as it
-executes each notebook (``seconds``, ``peak_rss_mb``; see :mod:`simlib.perf`). The no-op re-run is
+executes each notebook (``seconds``, ``peak_rss_mb``; see :mod:`simlib.publish.perf`). The no-op re-run is
 timed only when every notebook of the toc is executed and up to date for its recorded profile
 (the same keys the runner compares) and the built book is current: then
-:func:`simlib.runner.execute` skips every notebook and :func:`simlib.runner.build_book` skips the
+:func:`simlib.publish.runner.execute` skips every notebook and :func:`simlib.publish.runner.build_book` skips the
 build, which is exactly what a second ``simlib run`` does. Otherwise it reports "not available"
 and why, and runs nothing (it never executes a notebook or rebuilds the book in place), with an
 estimate: the same hashing, timed. The Python start-up and imports of the ``simlib`` command and
@@ -31,7 +31,7 @@ from typing import Any
 def up_to_date(state: dict, names: list[str], out_dir: Path) -> tuple[bool, str, Any]:
     """(ok, reason, cfg): whether ``execute`` would skip every notebook in ``names``."""
     from simlib import config
-    from simlib.runner import NOTEBOOK_DIR, notebook_key
+    from simlib.publish.runner import NOTEBOOK_DIR, notebook_key
 
     missing = [n for n in names if n not in state or not (out_dir / f"{n}.ipynb").exists()]
     if missing:
@@ -51,8 +51,8 @@ def up_to_date(state: dict, names: list[str], out_dir: Path) -> tuple[bool, str,
 
 
 def book_current() -> bool:
-    """Whether :func:`simlib.runner.build_book` would skip the build (same key as the runner's)."""
-    from simlib import runner
+    """Whether :func:`simlib.publish.runner.build_book` would skip the build (same key as the runner's)."""
+    from simlib.publish import runner
     from simlib.cache import content_hash, file_hash
 
     state = runner._read_state(runner.EXECUTED_DIR)
@@ -69,24 +69,24 @@ def book_current() -> bool:
 def _import_seconds() -> float:
     """Start-up of a fresh Python that imports what ``simlib run`` imports before skipping."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import simlib.cli, simlib.runner, papermill"], check=True,
+    subprocess.run([sys.executable, "-c", "import simlib.publish.cli, simlib.publish.runner, papermill"], check=True,
                    capture_output=True)
     return time.perf_counter() - t0
 
 
 def _models_seconds() -> float:
     """``make models`` with everything provisioned: a fresh Python checking each model is in place."""
-    from simlib.runner import REPO_ROOT
+    from simlib.publish.runner import REPO_ROOT
 
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "simlib.models"], check=True, capture_output=True, cwd=REPO_ROOT)
+    subprocess.run([sys.executable, "-m", "simlib.lm.weights"], check=True, capture_output=True, cwd=REPO_ROOT)
     return time.perf_counter() - t0
 
 
 def _key_seconds(names: list[str], profile: str) -> float:
     """The hashing a no-op re-run does: every notebook's key, then the book's key."""
     from simlib import config
-    from simlib.runner import NOTEBOOK_DIR, notebook_key
+    from simlib.publish.runner import NOTEBOOK_DIR, notebook_key
 
     t0 = time.perf_counter()
     cfg = config.load(profile)
@@ -106,7 +106,7 @@ def noop_rerun(repeats: int = 3) -> dict[str, Any]:
     """
     import statistics
 
-    from simlib import perf, runner
+    from simlib.publish import perf, runner
 
     names = runner.manifest()
     state = perf.read_state(runner.EXECUTED_DIR / ".state.json")
@@ -144,7 +144,7 @@ def noop_rerun(repeats: int = 3) -> dict[str, Any]:
 
 def book_build_seconds() -> float | None:
     """``jupyter-book build`` of the repository into a temporary folder (None if the book is not complete)."""
-    from simlib import perf, runner
+    from simlib.publish import perf, runner
 
     names = runner.manifest()
     ok, _, _ = up_to_date(perf.read_state(runner.EXECUTED_DIR / ".state.json"), names, runner.EXECUTED_DIR)
@@ -170,7 +170,7 @@ def run(quick: bool = False, state_file: str | None = None) -> dict[str, Any]:
     """
     import os
 
-    from simlib import perf, runner
+    from simlib.publish import perf, runner
 
     names = runner.manifest()
     path = Path(state_file or os.environ.get("SIMLIB_BENCH_STATE") or runner.EXECUTED_DIR / ".state.json")

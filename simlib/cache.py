@@ -33,6 +33,11 @@ def file_hash(path: str | os.PathLike, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 
+def tree_hash(root: Path, pattern: str = "**/*.py") -> str:
+    """Hash of the bytes of every file matching ``pattern`` under ``root``."""
+    return content_hash({str(p.relative_to(root)): file_hash(p) for p in sorted(root.glob(pattern))})
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)

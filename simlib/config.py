@@ -12,12 +12,14 @@ import difflib
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, get_origin
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "params"
+# TRL 1.16's GRPO loss types; TrainSpec validates against the same list.
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 
 
 class ConfigError(ValueError):
@@ -57,7 +59,7 @@ class Config:
     scorer: str = _f("gemma3-270m", "Model computing log-probs; must not be the generator.")
     encoder: str = _f("minilm-l6", "Encoder for embeddings and BERTScore.")
     judge: str = _f("gemma3-270m", "Local causal LM that labels stance and register by log-prob over fixed label sets "
-                    "(simlib.judge); must not be the generator, whose replies it labels.")
+                    "(simlib.measures.judge); must not be the generator, whose replies it labels.")
     # --- generation --------------------------------------------------------------------
     api_base_url: str = _f("", "OpenAI-compatible endpoint; empty = start the local llama.cpp server.")
     styles: list = _f(["plain", "humanlike"], "Synthetic prompt styles of the gap, reward and log-prob chapters.")
@@ -83,13 +85,13 @@ class Config:
     grpo_seeds: list = _f([0, 1, 2], "Seeds; each target kind is trained once per seed.", item=int)
     num_generations: int = _f(4, "Completions per prompt in a GRPO group.")
     beta: float = _f(0.0, "KL coefficient of GRPO.")
-    loss_type: str = _f("dapo", "TRL GRPO loss type.", choices=("grpo", "dapo", "dr_grpo", "bnpo"))
+    loss_type: str = _f("dapo", "TRL GRPO loss type.", choices=LOSS_TYPES)
     learning_rate: float = _f(1e-5, "Learning rate of GRPO.")
     max_completion_length: int = _f(48, "Maximum new tokens of a GRPO completion.")
     use_lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
     bf16: bool | str = _f(False, "bf16 autocast during GRPO: true, false, or auto (true where the training "
                                  "device computes bfloat16 natively: GPUs, CPUs with AVX-512-BF16 or AMX; see "
-                                 "simlib.hardware; resolved_bf16() decides it).", auto=bool)
+                                 "simlib.lm.hardware; resolved_bf16() decides it).", auto=bool)
     prompts_per_step: int = _f(1, "Prompts per GRPO step (each with num_generations completions).")
     policy_max_post_chars: int = _f(0, "Truncate posts in the policy's prompts (GRPO, evaluation) to this many "
                                        "characters; 0 = max_post_chars. On a CPU the prompt is most of a step's cost.")
@@ -113,7 +115,7 @@ class Config:
     # --- log-prob ----------------------------------------------------------------------
     logprob_batch_size: int = _f(16, "Responses scored per forward pass.")
     sample_rows: int = _f(96, "Sequences decoded together when a local model samples (the scorer's own samples, "
-                              "policy evaluation; simlib.sampling). On a CPU a decoding step costs about the "
+                              "policy evaluation; simlib.lm.sampling). On a CPU a decoding step costs about the "
                               "time to read the weights, so more rows per step are nearly free, up to memory.")
     max_response_tokens: int = _f(128, "Responses are cut to this many tokens before scoring.")
     # --- local inference ---------------------------------------------------------------
@@ -121,13 +123,13 @@ class Config:
                                          "samples, log-prob scoring, hidden features, policy evaluation): float32, "
                                          "bfloat16, or auto (bfloat16 where the CPU computes it natively, AVX-512-BF16 "
                                          "or AMX, else float32). bfloat16 halves the memory traffic that bounds a "
-                                         "small model; emulated (AVX2 only) it reads prompts 5x slower. Log-softmax "
+                                         "small model; emulated (AVX2 only) it is several times slower. Log-softmax "
                                          "stays float32. GRPO keeps float32 weights (see bf16).",
                                          choices=("float32", "bfloat16", "auto"))
     # --- devices and scale (paper) ---------------------------------------------------------
     device: str = _f("auto", "Where every model loads (sampling, scoring, hidden features, embeddings, BERTScore, "
                              "evaluation, GRPO): auto (CUDA when PyTorch sees a GPU, else the CPU), cpu or cuda "
-                             "(simlib.hardware.pick_device). inference_dtype/policy_dtype auto then pick bfloat16 "
+                             "(simlib.lm.hardware.pick_device). inference_dtype/policy_dtype auto then pick bfloat16 "
                              "where that device computes it natively.", choices=("auto", "cpu", "cuda"))
     policy_dtype: str = _f("float32", "Weight dtype of the GRPO policy: float32, bfloat16, or auto (bfloat16 where the "
                                       "training device computes it natively). Full fine-tuning of an 8B policy in "
@@ -142,7 +144,7 @@ class Config:
     vllm_gpu_memory_utilization: float = _f(0.3, "GPU memory share of a colocated vLLM engine (vllm_mode: colocate).")
     num_processes: int | str = _f("auto", "GRPO training processes: auto (one per visible GPU, 1 without) or a number. "
                                           "More than 1 launches the training step with `accelerate launch` "
-                                          "(simlib.launch); prompts_per_step is then split between them.", auto=int)
+                                          "(simlib.train.launch); prompts_per_step is then split between them.", auto=int)
     accelerate_config: str = _f("", "accelerate config file of the GRPO launch on GPUs, relative to the repo root "
                                     "('' = plain data parallel); set, it launches even one process. "
                                     "configs/deepspeed_zero3.yaml: DeepSpeed ZeRO-3 shards parameters, gradients "
@@ -191,8 +193,7 @@ class Config:
         need(self.local_server in ("parallel", "llama_cpp"),
              f"local_server must be parallel or llama_cpp, got {self.local_server!r}")
         need(self.reward_aggregate in ("max", "mean"), f"reward_aggregate must be max or mean, got {self.reward_aggregate!r}")
-        need(self.loss_type in ("grpo", "dapo", "dr_grpo", "bnpo"),
-             f"loss_type must be one of grpo, dapo, dr_grpo, bnpo, got {self.loss_type!r}")
+        need(self.loss_type in LOSS_TYPES, f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
         # The crawl has two folders; dumps may hold any subreddit (matched case-insensitively when read).
         bad = [s for s in self.subreddits if not isinstance(s, str) or not s.strip()
                or (not self.dumps and s not in ("aitah", "askreddit"))]
@@ -275,22 +276,22 @@ class Config:
         return p
 
     def resolved_inference_dtype(self) -> str:
-        """``inference_dtype`` with ``auto`` decided for the device models load on (simlib.hardware)."""
+        """``inference_dtype`` with ``auto`` decided for the device models load on (simlib.lm.hardware)."""
         if self.inference_dtype != "auto":
             return self.inference_dtype
-        from .hardware import pick_dtype
+        from simlib.lm.hardware import pick_dtype
 
         return pick_dtype("auto", self.device)
 
     def resolved_device(self) -> str:
-        """``device`` with ``auto`` decided for this machine: cuda or cpu (simlib.hardware.pick_device)."""
-        from .hardware import pick_device
+        """``device`` with ``auto`` decided for this machine: cuda or cpu (simlib.lm.hardware.pick_device)."""
+        from simlib.lm.hardware import pick_device
 
         return pick_device(self.device)
 
     def resolved_policy_dtype(self) -> str:
         """``policy_dtype`` with ``auto`` decided for the device GRPO trains on."""
-        from .hardware import pick_dtype
+        from simlib.lm.hardware import pick_dtype
 
         return pick_dtype(self.policy_dtype, self.device)
 
@@ -298,15 +299,15 @@ class Config:
         """``num_processes`` with ``auto`` = the GPUs visible to the training device (1 on a CPU)."""
         if self.num_processes != "auto":
             return int(self.num_processes)
-        from .hardware import gpu_count
+        from simlib.lm.hardware import gpu_count
 
         return max(1, gpu_count()) if self.resolved_device() == "cuda" else 1
 
     def resolved_bf16(self) -> bool:
-        """``bf16`` with ``auto`` decided for the device GRPO trains on (simlib.hardware)."""
+        """``bf16`` with ``auto`` decided for the device GRPO trains on (simlib.lm.hardware)."""
         if self.bf16 != "auto":
             return bool(self.bf16)
-        from .hardware import native_bf16, training_device
+        from simlib.lm.hardware import native_bf16, training_device
 
         return native_bf16(training_device(self.device))
 

@@ -21,9 +21,9 @@ def tiny_policy(tmp_path_factory) -> str:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from simlib import models
+    from simlib.lm import weights
 
-    src = Path(models.resolve("smollm2-135m"))
+    src = Path(weights.resolve("smollm2-135m"))
     dst = tmp_path_factory.mktemp("tiny-smollm2")
     cfg = AutoConfig.from_pretrained(src)
     cfg.update(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -6,7 +6,11 @@ import sys
 
 import pytest
 
-from simlib import allocator, config, runner
+from simlib.lm import allocator
+
+from simlib import config
+
+from simlib.publish import runner
 
 needs_tcmalloc = pytest.mark.skipif(allocator.find() is None, reason="tcmalloc not installed")
 
@@ -57,7 +61,7 @@ def test_runner_kernels_run_on_tcmalloc_and_the_state_says_so(tmp_path, monkeypa
     src = tmp_path / "notebooks"
     src.mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import simlib.notebook as nb\nnb.begin(globals())"),
+    nb.cells = [nbformat.v4.new_code_cell("import simlib.publish.notebook as nb\nnb.begin(globals())"),
                 nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell("cfg = nb.setup(globals())\nfrom simlib import allocator\n"
                                           "print('allocator', allocator.active())")]

@@ -17,7 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
 from benchmarks import __main__ as bench_main
-from simlib import hardware, perf
+from simlib.lm import hardware
+from simlib.publish import perf
 
 from simlib.data.registry import CRAWLER_SUBDIR, resolve_data_dir  # noqa: E402
 
@@ -157,13 +158,39 @@ def test_grpo_quick(monkeypatch):
     assert any(k.endswith("_trl_pass") for k in ci["settings"]) and ci["speedup_shared_prompt"] > 0
     assert any(k.endswith("_trl_generate") for k in ci["settings"]) and ci["speedup_shared_rollouts"] > 0
     assert isinstance(ci["shared_prompt_same_step1_rewards"], bool)
+    flops = r["flops"]
+    assert flops["ci_step_gflop"] > 0 and flops["ci_step_gflops"] > 0
+    if flops["fp32_peak_gflops"]:
+        assert 0 < flops["ci_step_share_of_peak"] < 1
+
+
+def test_step_flops_count_the_prompt_once_per_group_when_shared():
+    from benchmarks import bench_grpo
+
+    # 100 params, 10 prompt tokens, 8 completion tokens in 4 completions
+    shared = bench_grpo.step_gflop(100, 10, 8, share_prompt=True, n_gen=4) * 1e9
+    per_completion = bench_grpo.step_gflop(100, 10, 8, share_prompt=False, n_gen=4) * 1e9
+    assert shared == 2 * 100 * 18 + 6 * 100 * 18
+    assert per_completion - shared == 6 * 100 * 10 * 3
+
+
+def test_fp32_peak_from_cpuinfo(tmp_path):
+    from benchmarks import bench_grpo
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu MHz\t\t: 2500.000\nflags\t\t: sse avx2 fma\n")
+    assert bench_grpo.fp32_peak_gflops(2, str(info)) == 2 * 2.5 * 8 * 2 * 2
+    info.write_text("cpu MHz\t\t: 2000.0\nflags\t\t: avx2 fma avx512f\n")
+    assert bench_grpo.fp32_peak_gflops(1, str(info)) == 2.0 * 16 * 4
+    info.write_text("cpu MHz\t\t: 2000.0\nflags\t\t: sse2\n")
+    assert bench_grpo.fp32_peak_gflops(1, str(info)) is None
 
 
 @pytest.mark.slow
 def test_allocator_quick(monkeypatch):
     _need_aitah()
     from benchmarks import bench_allocator
-    from simlib import allocator
+    from simlib.lm import allocator
 
     if allocator.find() is None:
         assert bench_allocator.run(quick=True)["available"] is False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simlib import bookcheck
+from tools import bookcheck
 
 pytestmark = [
     pytest.mark.slow,  # starts headless Chromium three times (~10 s)

@@ -55,7 +55,7 @@ def test_bad_values_fail_quoting_the_value(name, value, fragment):
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_follows_the_hardware(monkeypatch, native):
     """``auto`` means bfloat16 only where the device computes it natively; explicit values win."""
-    from simlib import hardware
+    from simlib.lm import hardware
 
     monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": native)
     cfg = config.load("ci", {"bf16": "auto", "inference_dtype": "auto"})
@@ -67,7 +67,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch, native):
 
 
 def test_cpu_flags_read_x86_and_arm_lines(tmp_path):
-    from simlib.hardware import BF16_FLAGS, cpu_flags
+    from simlib.lm.hardware import BF16_FLAGS, cpu_flags
 
     x86 = tmp_path / "x86"
     x86.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
@@ -99,7 +99,7 @@ def test_parse_sets():
 
 def test_cli_rejects_bogus_parameter_fast():
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "simlib.cli", "run", "--profile", "ci", "--set", "bogus=1"],
+    proc = subprocess.run([sys.executable, "-m", "simlib.publish.cli", "run", "--profile", "ci", "--set", "bogus=1"],
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 2

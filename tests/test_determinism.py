@@ -43,7 +43,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib import config, diversity, steps
+from simlib import config, steps
+
+from simlib.measures import diversity
 from simlib.data.schema import COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +150,7 @@ def one_thread():
 
 @pytest.mark.slow
 def test_embeddings_identical(one_thread):
-    from simlib.embed import embed_texts
+    from simlib.lm.embed import embed_texts
 
     texts = ["NTA, she was rude.", "YTA and you know it", "", "Honestly ESH here, talk to each other."]
     a, b = embed_texts(texts), embed_texts(list(texts))
@@ -159,8 +161,8 @@ def test_embeddings_identical(one_thread):
 
 @pytest.mark.slow
 def test_logprob_scoring_identical(one_thread, tmp_path):
-    from simlib import logprob as lp
-    from simlib.models import load_causal_lm
+    from simlib.lm import logprob as lp
+    from simlib.lm.weights import load_causal_lm
 
     tok, model = load_causal_lm("gemma3-270m")
     prompt = lp.build_prompt("AITA for eating my roommate's leftovers?", "They were in the fridge for a week.",

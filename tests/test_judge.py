@@ -1,4 +1,4 @@
-"""The log-prob judge (simlib.judge): every item gets a label, calibration, validation statistics."""
+"""The log-prob judge (simlib.measures.judge): every item gets a label, calibration, validation statistics."""
 from __future__ import annotations
 
 import doctest
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib import judge
-from simlib.diversity import parse_verdict
-from simlib.judge import QUESTIONS, choose, cohen_kappa, judge_requests, validate_stance
+from simlib.measures import judge
+from simlib.measures.aita import parse_verdict
+from simlib.measures.judge import QUESTIONS, choose, cohen_kappa, judge_requests, validate_stance
 
 ITEMS = [{"item_id": "a", "title": "AITA for X?", "text": "NTA, she was rude."},
          {"item_id": "b", "title": "AITA for X?", "text": "YTA honestly, you owed her that."},
@@ -87,7 +87,7 @@ def test_validate_stance_reports_accuracy_kappa_and_the_majority_bar():
 def test_gemma_judge_labels_every_fixture(tmp_path):
     """With the real judge model, every fixture gets a label of the set (parse rate 1)."""
     pytest.importorskip("transformers")
-    from simlib.logprob import score_cached
+    from simlib.lm.logprob import score_cached
 
     try:
         reqs = judge_requests(ITEMS)

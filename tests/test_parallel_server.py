@@ -13,7 +13,8 @@ pytest.importorskip("llama_cpp")
 
 from simlib.generate import generate, load_store, make_requests  # noqa: E402
 from simlib.generate.parallel_server import Engine, _Job, _parse  # noqa: E402
-from simlib.generate.server import LocalServer, model_alias, smollm2_gguf  # noqa: E402
+from simlib.generate.server import LocalServer, model_alias  # noqa: E402
+from simlib.lm.weights import smollm2_gguf  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 from simlib import config
 from simlib.config import Config, ConfigError
 from simlib.data import DataFormatError, iter_ndjson, read_pushshift
-from simlib.data import truncate_post as data_truncate
-from simlib.data.filters import TRUNCATION_MARKER
-from simlib.diversity import VERDICTS, parse_verdict
-from simlib.generate import truncate_post as prompt_truncate
+from simlib.text import truncate_post
+from simlib.text import TRUNCATION_MARKER
+from simlib.measures.aita import VERDICTS, parse_verdict
 
 SETTINGS = dict(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -248,12 +247,11 @@ def test_parse_verdict_never_raises(t):
 @settings(max_examples=50, deadline=None)
 @given(t=st.text(max_size=400), limit=st.integers(5, 300))
 def test_truncate_post_within_limit_and_a_prefix(t, limit):
-    for trunc in (data_truncate, prompt_truncate):
-        out = trunc(t, limit)
-        assert len(out) <= limit
-        if len(t) <= limit:
-            assert out == t
-        else:
-            assert out.endswith(TRUNCATION_MARKER)
-            head = out[: -len(TRUNCATION_MARKER)]
-            assert t.startswith(head) and head == head.rstrip()
+    out = truncate_post(t, limit)
+    assert len(out) <= limit
+    if len(t) <= limit:
+        assert out == t
+    else:
+        assert out.endswith(TRUNCATION_MARKER)
+        head = out[: -len(TRUNCATION_MARKER)]
+        assert t.startswith(head) and head == head.rstrip()

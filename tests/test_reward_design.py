@@ -1,9 +1,13 @@
-"""The reward experiment's design (simlib.examples) and its contrast statistic (simlib.transfer)."""
+"""The reward experiment's design (simlib.train.examples) and its contrast statistic (simlib.findings.transfer)."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from simlib import examples, transfer, verdicts
+from simlib.train import examples
+
+from simlib.findings import transfer
+
+from simlib.measures import verdicts
 
 
 class Words:
@@ -26,9 +30,9 @@ def test_cap_keeps_whole_words_within_the_budget():
 def test_cap_with_the_policy_tokenizer_is_within_budget_and_a_prefix():
     from transformers import AutoTokenizer
 
-    from simlib import models
+    from simlib.lm import weights
 
-    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m"))
+    tok = AutoTokenizer.from_pretrained(weights.resolve("smollm2-135m"))
     text = "NTA. Honestly your sister owes you an apology and a full tank of gas, and probably a lot more. " * 3
     cut = examples.cap_tokens(text, tok, 24)
     assert len(tok(cut, add_special_tokens=False)["input_ids"]) <= 24

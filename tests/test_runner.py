@@ -4,13 +4,15 @@ import json
 import nbformat
 import pytest
 
-from simlib import config, runner
+from simlib import config
+
+from simlib.publish import runner
 
 
 def _notebook(path, body: str):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("import simlib.notebook as nb\nnb.begin(globals())"),
+        nbformat.v4.new_code_cell("import simlib.publish.notebook as nb\nnb.begin(globals())"),
         nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("cfg = nb.setup(globals())\n" + body),
     ]

@@ -1,4 +1,4 @@
-"""simlib.sampling: prompts decoded together, each on its own random stream."""
+"""simlib.lm.sampling: prompts decoded together, each on its own random stream."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from simlib import sampling
+from simlib.lm import sampling
 
 V, EOS, PAD = 12, 11, 0
 
@@ -98,7 +98,7 @@ def test_errors():
 
 @pytest.fixture(scope="module")
 def smol():
-    from simlib.models import ModelNotFound, load_causal_lm
+    from simlib.lm.weights import ModelNotFound, load_causal_lm
 
     try:
         return load_causal_lm("smollm2-135m")

@@ -3,7 +3,7 @@
 ``OPENAI_API_KEY`` is set to a canary; then a generation through the pipeline's own step
 (:func:`simlib.steps.synthetic_responses`, against the local stub, with an error that quotes the
 key back), a generation whose failures are recorded, a tiny notebook executed by
-:func:`simlib.runner.execute` (whose kernel sees the key), a failing one, and the local server's
+:func:`simlib.publish.runner.execute` (whose kernel sees the key), a failing one, and the local server's
 start-up all run; afterwards no file under the work dir, the executed-notebook dir, the stores,
 failure files and logs holds the canary, papermill received only the profile and the overrides,
 and ``simlib config`` / ``simlib params`` print no key.
@@ -23,7 +23,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from stub_openai import StubServer  # noqa: E402
 
-from simlib import config, runner, steps  # noqa: E402
+from simlib import config, steps
+
+from simlib.publish import runner  # noqa: E402
 from simlib.generate import build_messages, failures_path, generate, load_failures  # noqa: E402
 from simlib.generate.client import GenRequest  # noqa: E402
 
@@ -76,7 +78,7 @@ def test_generation_through_the_pipeline_writes_the_key_nowhere(tmp_path, canary
 def _notebook(path: Path, body: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("import simlib.notebook as nb\nnb.begin(globals())"),
+        nbformat.v4.new_code_cell("import simlib.publish.notebook as nb\nnb.begin(globals())"),
         nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("cfg = nb.setup(globals())\nprint(cfg.to_dict())\nprint(nb.provenance_line())\n"
                                   + body),
@@ -144,7 +146,7 @@ def test_local_server_gets_no_key(tmp_path, canary, monkeypatch):
 @pytest.mark.parametrize("cmd", [["config", "--profile", "paper"], ["config", "--profile", "ci"], ["params"]])
 def test_cli_prints_no_key(cmd):
     env = {**__import__("os").environ, "OPENAI_API_KEY": CANARY}
-    proc = subprocess.run([sys.executable, "-m", "simlib.cli", *cmd], capture_output=True, text=True, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "simlib.publish.cli", *cmd], capture_output=True, text=True, cwd=REPO,
                           env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert CANARY not in proc.stdout + proc.stderr

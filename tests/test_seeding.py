@@ -5,7 +5,7 @@ import pytest
 from simlib import config, steps
 from simlib.generate import make_requests
 from simlib.generate.prompts import PERSONAS, persona_kwargs
-from simlib.seeding import seeded_kwargs
+from simlib.generate.seeding import seeded_kwargs
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
-from simlib.evaluate import evaluate_policy
+from simlib.train.evaluate import evaluate_policy
 from simlib.train import (TrainSpec, check_paired, generate_responses, last_checkpoint,
                           paired_specs, read_log, run_dir, train)
+from simlib.train import spec as train_spec_mod
+from simlib.train import run as run_mod
+from simlib.train import trainer as trainer_mod
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -178,12 +181,12 @@ def test_spec_validation():
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_training_device_rule_is_the_one_of_simlib_hardware(monkeypatch, device):
     # train.py and Config.resolved_bf16 must agree on where GRPO trains
-    from simlib import hardware, train
+    from simlib.lm import hardware
 
     monkeypatch.setattr(hardware, "training_device", lambda: device)
-    assert train._use_cpu(TrainSpec()) is (device == "cpu")
-    assert train._use_cpu(TrainSpec(use_cpu=True)) is True  # an explicit spec wins
-    assert train._use_cpu(TrainSpec(use_cpu=False)) is False
+    assert train_spec_mod.use_cpu(TrainSpec()) is (device == "cpu")
+    assert train_spec_mod.use_cpu(TrainSpec(use_cpu=True)) is True  # an explicit spec wins
+    assert train_spec_mod.use_cpu(TrainSpec(use_cpu=False)) is False
 
 
 def _free_port() -> int:
@@ -259,7 +262,7 @@ def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, 
     from simlib import train as train_mod
 
     def rollouts(trainer_cls) -> list[str]:
-        monkeypatch.setattr(train_mod, "_trainer_class", lambda: trainer_cls)
+        monkeypatch.setattr(trainer_mod, "trainer_class", lambda: trainer_cls)
         # share_prompt off: the second step's rollouts must not differ by the order of gradient sums;
         # TRL's generation path (simlib's own rollouts are tested below)
         spec = tiny_spec(tmp_path, tiny_policy, steps=2, bf16=True, max_completion_length=6, share_prompt=False,
@@ -271,8 +274,8 @@ def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, 
             seen.extend(str(c) for c in completions)
             return [float(len(str(c)) % 3) for c in completions]  # varied rewards: a real update
 
-        trainer = train_mod.build_trainer(spec, train_mod._records(PROMPTS[:2]), const,
-                                          train_mod._grpo_config(spec, use_cpu=True))
+        trainer = train_mod.build_trainer(spec, run_mod.prompt_records(PROMPTS[:2]), const,
+                                          train_spec_mod.grpo_config(spec, cpu=True))
         generate = trainer.model.generate
 
         def watched(*a, **kw):
@@ -284,7 +287,7 @@ def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, 
         return seen
 
     regions: list[bool] = []
-    ours = rollouts(train_mod._trainer_class())
+    ours = rollouts(trainer_mod.trainer_class())
     assert regions == [True, True]  # one region spans each of the two steps' generation
     regions.clear()
     theirs = rollouts(GRPOTrainer)
@@ -293,10 +296,10 @@ def test_bf16_rollouts_in_one_autocast_region_sample_what_trl_samples(tmp_path, 
 
 
 def test_rollouts_read_each_prompt_once_and_are_seeded_per_step(tmp_path, tiny_policy, monkeypatch):
-    """simlib's rollouts: one simlib.sampling.sample call per step with each distinct prompt once
+    """simlib's rollouts: one simlib.lm.sampling.sample call per step with each distinct prompt once
     and n = num_generations, no model.generate; the reward sees exactly the sampled tokens; the same
     spec draws the same completions, another seed others; top-k falls back to TRL's generate."""
-    from simlib import sampling
+    from simlib.lm import sampling
     from simlib import train as train_mod
 
     real = sampling.sample
@@ -314,13 +317,13 @@ def test_rollouts_read_each_prompt_once_and_are_seeded_per_step(tmp_path, tiny_p
                          extra={"save_strategy": "no", **kw.pop("extra", {})}, **kw)
 
         def reward(completions, post_id, **rkw):
-            from simlib.reward import completion_text
+            from simlib.measures.reward import completion_text
 
             seen.extend(completion_text(c) for c in completions)
             return [float(len(str(c)) % 3) for c in completions]
 
-        trainer = train_mod.build_trainer(spec, train_mod._records(PROMPTS), reward,
-                                          train_mod._grpo_config(spec, use_cpu=True))
+        trainer = train_mod.build_trainer(spec, run_mod.prompt_records(PROMPTS), reward,
+                                          train_spec_mod.grpo_config(spec, cpu=True))
         generate = trainer.model.generate
         trainer.model.generate = lambda *a, **gkw: generated.append(1) or generate(*a, **gkw)
         trainer.train()
@@ -354,7 +357,7 @@ def test_shared_prompt_pass_equals_trls_pass(tiny_policy, padded):
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from simlib.train import shared_prompt_logps
+    from simlib.train.trainer import shared_prompt_logps
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_policy, dtype=torch.float32)

@@ -1,10 +1,10 @@
-"""The shared verdict rule, its MDE and verdicts.json (simlib.verdicts)."""
+"""The shared verdict rule, its MDE and verdicts.json (simlib.measures.verdicts)."""
 import json
 
 import numpy as np
 import pytest
 
-from simlib import verdicts as V
+from simlib.measures import verdicts as V
 
 
 @pytest.mark.parametrize("lo,hi,expected", [

@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 
 from simlib.data.crawler import read_crawler
-from simlib.data.filters import FILTER_ORDER, apply_filters, truncate_post
+from simlib.data.filters import FILTER_ORDER, apply_filters
 from simlib.data.pushshift import DumpSubredditError, iter_ndjson, read_dumps, read_pushshift
 from simlib.data.registry import COMMIT, DataHashError, DataNotFoundError, fetch_sample, load_registry, sample_paths
 from simlib.data.schema import COLUMNS, DataFormatError
@@ -27,7 +27,7 @@ __all__ = [
     "COLUMNS", "FILTER_ORDER", "SPLIT_NAMES",
     "DataFormatError", "DataHashError", "DataNotFoundError", "DumpSubredditError",
     "apply_filters", "describe", "fetch_sample", "iter_ndjson", "load_dumps", "load_posts", "posts_table",
-    "prepare", "read_crawler", "read_dumps", "read_pushshift", "split_by_post", "truncate_post",
+    "prepare", "read_crawler", "read_dumps", "read_pushshift", "split_by_post",
 ]
 
 

@@ -11,7 +11,6 @@ cap, and last the minimum number of responses, so it counts what will actually b
 """
 from __future__ import annotations
 
-from simlib.text import truncate_post  # noqa: F401  (the long-post policy lives in one place)
 
 import re
 
@@ -182,8 +181,3 @@ def apply_filters(
             "posts_left": int(posts_left),
         })
     return df.reset_index(drop=True), report
-
-
-TRUNCATION_MARKER = " […]"
-
-

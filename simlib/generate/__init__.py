@@ -15,20 +15,12 @@ when a run starts.
 """
 from __future__ import annotations
 
-from .client import (
-    GenerationReport,
-    GenRequest,
-    agenerate,
-    estimate_cost,
-    failures_path,
-    generate,
-    load_failures,
-    load_store,
-    make_requests,
-)
-from .batch import run_batch
-from .prompts import STYLES, build_messages, get_style, prompt_hash, register_style, truncate_post
-from .server import LocalServer, smollm2_gguf
+from simlib.generate.client import agenerate, generate
+from simlib.generate.requests import (GenerationReport, GenRequest, estimate_cost, failures_path, load_failures,
+                                      load_store, make_requests)
+from simlib.generate.batch import run_batch
+from simlib.generate.prompts import STYLES, build_messages, get_style, prompt_hash, register_style
+from simlib.generate.server import LocalServer
 
 __all__ = [
     "GenRequest",
@@ -45,9 +37,7 @@ __all__ = [
     "get_style",
     "prompt_hash",
     "register_style",
-    "truncate_post",
     "LocalServer",
-    "smollm2_gguf",
     "run_batch",
 ]
 

@@ -28,19 +28,19 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..cache import JsonlStore, atomic_write_json, content_hash
-from .client import (
+from simlib.cache import JsonlStore, atomic_write_json, content_hash
+from simlib.generate.requests import (
     GenerationReport,
     GenRequest,
     MalformedResponse,
-    _api_key,
-    _resolve,
-    _scrub,
+    api_key,
     completion_fields,
     estimate_cost,
     failures_path,
     make_failure,
     make_record,
+    resolve_requests,
+    scrub,
 )
 
 __all__ = [
@@ -244,14 +244,14 @@ def run_batch(
 
     t_start = time.monotonic()
     deadline = t_start + timeout
-    reqs = _resolve(requests, model)
+    reqs = resolve_requests(requests, model)
     by_key = {r.key: r for r in reqs}
     store = JsonlStore(store_path)
     fstore = JsonlStore(failures_path(store_path))
     spath = batch_state_path(store_path)
     state = _load_state(spath)
     if client is None:
-        client = openai.OpenAI(base_url=base_url, api_key=_api_key(api_key_env), max_retries=5, timeout=120.0)
+        client = openai.OpenAI(base_url=base_url, api_key=api_key(api_key_env), max_retries=5, timeout=120.0)
 
     def say(msg: str) -> None:
         if progress:
@@ -322,7 +322,7 @@ def run_batch(
             state["batches"][bid].update(collected=True, status=b.status)
             save()
     except openai.APIError as exc:  # never let the key leak through an error message
-        raise RuntimeError(_scrub(f"{type(exc).__name__}: {exc}", _api_key(api_key_env))) from None
+        raise RuntimeError(scrub(f"{type(exc).__name__}: {exc}", api_key(api_key_env))) from None
     finally:
         report.cost_usd = estimate_cost(report.tokens_in, report.tokens_out, price_per_1k_in, price_per_1k_out)
         report.wall_s = time.monotonic() - t_start

@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..cache import content_hash
-from ..text import truncate_post as _truncate
+from simlib.cache import content_hash
+from simlib.text import TRUNCATION_MARKER, truncate_post
 
 __all__ = [
     "DEFAULT_MAX_POST_CHARS",
@@ -46,13 +46,11 @@ __all__ = [
     "build_messages",
     "prompt_hash",
     "messages_hash",
-    "truncate_post",
     "post_fields",
     "is_aita",
 ]
 
 DEFAULT_MAX_POST_CHARS = 3000
-TRUNCATION_MARKER = " […]"
 AITA_VERDICTS = ("NTA", "YTA", "ESH", "NAH", "INFO")
 AITA_SUBREDDITS = frozenset({"amitheasshole", "aitah"})
 _AITA_TITLE = re.compile(r"^\s*(AITA|AITAH|WIBTA|WIBTAH)\b", re.IGNORECASE)
@@ -61,15 +59,6 @@ Messages = list[dict[str, str]]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def truncate_post(text: str, max_chars: int = DEFAULT_MAX_POST_CHARS, marker: str = TRUNCATION_MARKER) -> str:
-    """The shared long-post policy (:func:`simlib.text.truncate_post`) with this module's default.
-
-    >>> truncate_post("one two three four", 13)
-    'one two […]'
-    """
-    return _truncate(text, max_chars, marker)
 
 
 def post_fields(post: Any) -> tuple[str, str, str]:
@@ -241,8 +230,7 @@ PERSONAS: tuple[str, ...] = (
 # Both put what varies between samples (the persona, the examples) *after* the post, under one fixed
 # system prompt: the samples of a post then share the post's prompt prefix, which a local server
 # keeps in its KV cache and an API caches too. With a persona system prompt first, every sample
-# would pay for reading the whole post again (measured: 5x the generation time of the other styles
-# on the ci profile). The study's "diverse system prompts" are tested as diverse instructions.
+# would pay for reading the whole post again. The study's "diverse system prompts" are tested as diverse instructions.
 _PERSONA = {
     "post": "Subreddit: {subreddit}\nTitle: {title}\n\n{body}",
     "empty_body": "(no text, title only)",

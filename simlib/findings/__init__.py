@@ -1,0 +1,1 @@
+"""The chapters' table builders and result-chosen sentences, one module per finding."""

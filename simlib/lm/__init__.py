@@ -1,0 +1,1 @@
+"""Models: weights, device rule, chat format, forward passes, sampling, log-probs, embeddings."""

@@ -1,0 +1,1 @@
+"""What the chapters measure: diversity, quality, judge, alignment, reward, verdicts."""

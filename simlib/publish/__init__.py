@@ -1,0 +1,1 @@
+"""From runs to the book: notebook helpers, figures, provenance, runner, CLI."""
