@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from simlib import config
-
 from simlib.lm import weights  # noqa: F401  (models: offline environment)
 from simlib.lm.hardware import cpu_flags
 

@@ -6,10 +6,8 @@ import sys
 
 import pytest
 
-from simlib.lm import allocator
-
 from simlib import config
-
+from simlib.lm import allocator
 from simlib.publish import runner
 
 needs_tcmalloc = pytest.mark.skipif(allocator.find() is None, reason="tcmalloc not installed")

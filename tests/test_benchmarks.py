@@ -17,10 +17,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
 from benchmarks import __main__ as bench_main
+from simlib.data.registry import CRAWLER_SUBDIR, resolve_data_dir  # noqa: E402
 from simlib.lm import hardware
 from simlib.publish import perf
-
-from simlib.data.registry import CRAWLER_SUBDIR, resolve_data_dir  # noqa: E402
 
 # the pinned crawl's r/AITAH folder under the data directory ($SIMLIB_DATA_DIR)
 AITAH = str((resolve_data_dir() or Path("/nonexistent")) / CRAWLER_SUBDIR / "docs" / "api" / "aitah")

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib.measures import alignment as al
 from simlib import config
 from simlib.findings import convergence as cv
+from simlib.measures import alignment as al
 
 
 def _scores(rng, posts=30, per=6, shift=None, sd=None, temperature=None):

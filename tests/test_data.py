@@ -30,11 +30,11 @@ from simlib.data import (
     read_pushshift,
     split_by_post,
 )
-from simlib.text import truncate_post
 from simlib.data import filters as F
 from simlib.data import registry as R
 from simlib.data.schema import to_frame
 from simlib.data.split import split_sizes
+from simlib.text import truncate_post
 
 REPO = Path(__file__).resolve().parents[1]
 

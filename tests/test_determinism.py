@@ -44,9 +44,8 @@ import pandas as pd
 import pytest
 
 from simlib import config, steps
-
-from simlib.measures import diversity
 from simlib.data.schema import COLUMNS
+from simlib.measures import diversity
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_ROOT = Path(os.environ.get("SIMLIB_DATA_DIR") or REPO.parent / "shared" / "data")

@@ -33,11 +33,11 @@ from simlib.generate import (  # noqa: E402
     make_requests,
     prompt_hash,
 )
-from simlib.text import truncate_post  # noqa: E402
 from simlib.generate import batch as gbatch  # noqa: E402
 from simlib.generate import prompts as gprompts  # noqa: E402
 from simlib.generate.server import LocalServer, LocalServerError  # noqa: E402
 from simlib.lm.weights import smollm2_gguf  # noqa: E402
+from simlib.text import truncate_post  # noqa: E402
 
 FAST = dict(progress=False, backoff_base=0.01, backoff_max=0.05, timeout=5.0)
 

@@ -19,9 +19,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import pytest
 
-from simlib.measures import alignment as al
 from simlib.lm import forward as fw
 from simlib.lm import logprob as lp
+from simlib.measures import alignment as al
 from simlib.lm.logprob import (ScoreRequest, build_prompt, encode_prompt, encode_response, sample_own,
                             score, score_cached, score_naive)
 

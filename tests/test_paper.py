@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from simlib.publish import cli, plan
-
 from simlib import config
-
 from simlib.lm import hardware
-
+from simlib.publish import cli, plan
 from simlib.train import launch
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from simlib import config
 from simlib.config import Config, ConfigError
 from simlib.data import DataFormatError, iter_ndjson, read_pushshift
+from simlib.measures.aita import VERDICTS, parse_verdict
 from simlib.text import truncate_post
 from simlib.text import TRUNCATION_MARKER
-from simlib.measures.aita import VERDICTS, parse_verdict
 
 SETTINGS = dict(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

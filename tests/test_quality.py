@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from simlib.findings import gap
-
 from simlib.measures import quality
 from simlib.measures.quality import apply_gate, calibrate, pass_rates
 

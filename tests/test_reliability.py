@@ -32,13 +32,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stub_openai import StubServer  # noqa: E402
 
 from simlib import cache, config, steps
-
-from simlib.publish import cli, runner
-
-from simlib.lm import weights  # noqa: E402
 from simlib.data import DataFormatError, DataHashError, DataNotFoundError, apply_filters, read_crawler  # noqa: E402
 from simlib.data import read_pushshift  # noqa: E402
 from simlib.data import registry as R  # noqa: E402
+from simlib.lm import weights  # noqa: E402
+from simlib.publish import cli, runner
 from simlib.text import truncate_post  # noqa: E402
 from simlib.text import TRUNCATION_MARKER  # noqa: E402
 from simlib.generate import (GenRequest, build_messages, generate, load_failures,  # noqa: E402

@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 
 from simlib import config, steps
-
 from simlib.findings import remedy
 from simlib.measures.diversity import per_post_diversity
 

@@ -3,11 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib.train import examples
-
 from simlib.findings import transfer
-
 from simlib.measures import verdicts
+from simlib.train import examples
 
 
 class Words:

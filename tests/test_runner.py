@@ -5,7 +5,6 @@ import nbformat
 import pytest
 
 from simlib import config
-
 from simlib.publish import runner
 
 

@@ -24,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stub_openai import StubServer  # noqa: E402
 
 from simlib import config, steps
-
-from simlib.publish import runner  # noqa: E402
 from simlib.generate import build_messages, failures_path, generate, load_failures  # noqa: E402
 from simlib.generate.client import GenRequest  # noqa: E402
+from simlib.publish import runner  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = "sk-canary-secrets-test-4b7e19d2c0a5"

@@ -38,7 +38,6 @@ from collections import Counter
 from typing import Iterable
 
 from simlib.cache import JsonlStore
-
 from simlib.generate.requests import (GenerationReport, GenRequest, MalformedResponse, api_key, completion_fields, estimate_cost,
                                      failures_path, make_failure, make_record, resolve_requests, scrub)
 

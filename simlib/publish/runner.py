@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from simlib.lm import allocator
 from simlib.cache import atomic_write_json, content_hash, file_hash, tree_hash
 from simlib.config import REPO_ROOT, Config
+from simlib.lm import allocator
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXECUTED_DIR = REPO_ROOT / "executed"
