@@ -37,3 +37,16 @@ def test_a_failed_compute_leaves_nothing_that_looks_complete(tmp_path):
     assert not path.exists() and not list(tmp_path.iterdir())
     arr = cached_artifact(path, lambda: np.arange(3.0), np.load, save_npy)
     assert np.array_equal(np.load(path), arr) and not (tmp_path / "x.tmp.npy").exists()
+
+
+def test_the_device_enters_keys_only_off_the_cpu(monkeypatch):
+    from simlib import config
+    from simlib.lm import hardware
+    from simlib.steps.artifacts import dtype_key
+
+    cfg = config.load("smoke", {"inference_dtype": "float32"})
+    monkeypatch.setattr(hardware, "pick_device", lambda device=None: "cpu")
+    cpu = dtype_key(cfg)
+    monkeypatch.setattr(hardware, "pick_device", lambda device=None: "cuda")
+    gpu = dtype_key(cfg)
+    assert "device" not in cpu and gpu["device"] == "cuda" and gpu != cpu

@@ -17,19 +17,23 @@ T = TypeVar("T")
 
 
 def code_hash(*parts: str) -> str:
+    """Hash of simlib's code that a step's artefact depends on: files or folders under ``simlib/``."""
     return content_hash([tree_hash(REPO_ROOT / "simlib" / p, "**/*.py") if (REPO_ROOT / "simlib" / p).is_dir()
                          else tree_hash(REPO_ROOT / "simlib", p) for p in parts])
 
 
 def dtype_key(cfg: Config) -> dict:
+    """The numeric settings in an artefact's key: its precision, and its device where that is not the
+    CPU (a GPU sums in another order), so CPU keys stay what they were and no device reads another's."""
     from simlib.lm.logprob import precision_key
 
-    return precision_key(cfg.resolved_inference_dtype())
+    device = cfg.resolved_device()
+    return {**precision_key(cfg.resolved_inference_dtype()), **({"device": device} if device != "cpu" else {})}
 
 
 def device_arg(cfg: Config) -> str | None:
-    """The device a model of this step loads on: None for "auto", so $SIMLIB_DEVICE still applies."""
-    # "auto" passes None, so $SIMLIB_DEVICE still applies (simlib.lm.hardware.pick_device)
+    """The device a model of this step loads on: None for "auto", so $SIMLIB_DEVICE still applies
+    (:func:`simlib.lm.hardware.pick_device`)."""
     d = getattr(cfg, "device", "auto")
     return None if d == "auto" else d
 
