@@ -1,7 +1,7 @@
 """Multi-process GRPO: the training step run under ``accelerate launch``.
 
 :func:`simlib.train.train` calls :func:`launch_train` when its spec asks for more than one process
-(``TrainSpec.num_processes``; ``steps.train_spec`` sets it from ``num_processes``, by default one per
+(``TrainSpec.num_processes``; :func:`simlib.train.spec.from_config` sets it from ``num_processes``, by default one per
 visible GPU), or names an accelerate config, and it is not itself one of the launched processes. The run's spec and data go to
 ``<output_dir>/launch/{spec,data}.json``, the same entry point (``python -m simlib.train``) runs in
 every process, and the caller gets back ``<output_dir>/final`` as from a one-process run; the run

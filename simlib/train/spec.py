@@ -39,7 +39,7 @@ training processes::
         --num_processes 8 -m simlib.train --spec spec.json --data data.json
 
 :func:`train` builds and runs that command itself when ``spec.num_processes`` > 1 or
-``spec.accelerate_config`` is set (:mod:`simlib.train.launch`; ``steps.train_spec`` maps the profile's
+``spec.accelerate_config`` is set (:mod:`simlib.train.launch`; :func:`from_config` maps the profile's
 ``num_processes``, ``accelerate_config``, ``policy_dtype``, ``gradient_checkpointing`` and ``vllm_mode``).
 ``configs/deepspeed_zero3.yaml`` holds TRL's ZeRO-3 settings (``distributed_type: DEEPSPEED``,
 ``zero_stage: 3``, ``zero3_init_flag: true``, ``mixed_precision: bf16``); DeepSpeed and vLLM must be
@@ -278,7 +278,8 @@ def grpo_config(spec: TrainSpec, cpu: bool):
 
 
 def from_config(cfg: Any, seed: int) -> TrainSpec:
-    """The TrainSpec of one seed, from the profile's :class:`simlib.config.Config` (the runs of a seed differ only in their target).
+    """The TrainSpec of one seed, from the profile's :class:`simlib.config.Config`: the one place GRPO
+    settings are read from a profile (the runs of a seed differ only in their target).
 
     ``prompts_per_step`` counts the prompts of a whole step; with ``num_processes`` > 1 (a launch
     through accelerate, :mod:`simlib.train.launch`) each process takes an equal share. vLLM rollouts are
