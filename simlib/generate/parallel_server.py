@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .server import quiet_llama_log
+
 __all__ = ["Engine", "Completion", "serve", "main"]
 
 # llama-cpp-python's server defaults, so replies are sampled as they were from it.
@@ -86,22 +88,6 @@ class _Seq:
     text: bytes = b""
 
 
-_LOG_CALLBACK: Any = None
-
-
-def _quiet_llama_log(L: Any) -> None:
-    """Pass on llama.cpp's warnings and errors only (its info lines run to hundreds per model load)."""
-    global _LOG_CALLBACK
-
-    @L.llama_log_callback
-    def cb(level: int, text: bytes, user_data: Any) -> None:
-        if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
-            sys.stderr.write(text.decode("utf-8", "replace"))
-
-    _LOG_CALLBACK = cb  # keep a reference: llama.cpp calls it from C
-    L.llama_log_set(cb, ctypes.c_void_p(0))
-
-
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -118,7 +104,7 @@ class Engine:
         import llama_cpp as L
 
         self.L, self.slots, self.n_batch, self.default_seed = L, slots, n_batch, seed
-        _quiet_llama_log(L)
+        quiet_llama_log(L)
         L.llama_backend_init()
         self.model = L.llama_model_load_from_file(str(model_path).encode(), L.llama_model_default_params())
         if not self.model:
