@@ -34,7 +34,7 @@ models: venv llama-server
 
 # llama.cpp's own llama-server, built from the llama.cpp sources vendored in the pinned llama-cpp-python
 # sdist (the same llama.cpp the package runs), CPU only; `local_server: llama_server` runs it. Only that
-# target is built (about 10 minutes on 2 cores, once); the stamp names the version, so a new pin rebuilds.
+# target is built (up to 20 minutes on 2 cores, once); the stamp names the version, so a new pin rebuilds.
 LLAMA_CPP_PYTHON := $(shell sed -n 's/.*llama-cpp-python\[server\]==\([0-9.]*\).*/\1/p' pyproject.toml)
 LLAMA_SERVER_STAMP := $(VENV)/.llama-server-$(LLAMA_CPP_PYTHON)
 LLAMA_SERVER_SRC := $(VENV)/src/llama-server
