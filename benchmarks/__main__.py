@@ -9,9 +9,10 @@ jobs competed for the CPU, and absolute times are then slower than on a quiet ma
 are measured within one run, alternating the two sides, and hold up better).
 
 A full run (``make bench``) writes ``benchmarks/results/latest.json``, which the Performance
-chapter shows; it also reads ``benchmarks/results/llama_server.json``, written by ``--only llama_server
---out benchmarks/results/llama_server.json``. ``--quick`` runs every benchmark at a toy size, to check they still work (the
-tests and CI use it); it writes no file unless ``--out`` is given and judges no target.
+chapter shows; it also reads ``benchmarks/results/llama_server.json``, written by ``--only
+llama_server --threads 0 --out benchmarks/results/llama_server.json``. ``--quick`` runs every
+benchmark at a toy size, to check they still work (the tests and CI use it); it writes no file
+unless ``--out`` is given and judges no target.
 ``--merge`` keeps the other benchmarks already in the output file (e.g. ``--only generate
 --merge`` re-measures generation only); every benchmark records the date, commit and load average
 of its own run, the top-level ``machine`` is the latest run's. The exit status is 1 when a

@@ -1,6 +1,6 @@
 """llama.cpp's own ``llama-server`` against the book's parallel server, on the book's generation workload.
 
-``python -m benchmarks --only llama_server --out benchmarks/results/llama_server.json`` (what the
+``python -m benchmarks --only llama_server --threads 0 --out benchmarks/results/llama_server.json`` (what the
 Performance chapter reads; ``python -m benchmarks.bench_llama_server [--quick]`` prints the JSON only).
 
 Both servers are started by :class:`simlib.generate.LocalServer` as the pipeline starts them
