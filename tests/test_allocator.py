@@ -41,7 +41,7 @@ def test_preloaded_sets_the_environment_only_within_the_block(monkeypatch):
 @needs_tcmalloc
 def test_a_child_started_within_preloaded_runs_on_tcmalloc(monkeypatch):
     monkeypatch.setenv(allocator.ENV, "auto")
-    code = "from simlib import allocator; print(allocator.active())"
+    code = "from simlib.lm import allocator; print(allocator.active())"
     with allocator.preloaded():
         inside = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     outside = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -61,7 +61,7 @@ def test_runner_kernels_run_on_tcmalloc_and_the_state_says_so(tmp_path, monkeypa
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import simlib.publish.notebook as nb\nnb.begin(globals())"),
                 nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("cfg = nb.setup(globals())\nfrom simlib import allocator\n"
+                nbformat.v4.new_code_cell("cfg = nb.setup(globals())\nfrom simlib.lm import allocator\n"
                                           "print('allocator', allocator.active())")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, src / "a.ipynb")
