@@ -10,6 +10,8 @@ Actions: ``ok``, ``429`` (with ``Retry-After: <retry_after>``), ``500``, ``400``
 (headers and half a body, then the connection is closed), ``truncated`` (200 with a cut
 JSON body), ``empty`` (200 with ``choices: []``), ``slow`` (sleep ``slow_s`` then ok), ``echo_auth_500``
 (500 whose error message quotes the request's Authorization header).
+``short`` (the last of ``n`` choices missing), ``null_first`` (choice 0 without content).
+Requests with ``n`` get ``n`` choices, choice ``j`` seeded ``seed + j``.
 ``delay_s`` delays every response.
 
 The stub also implements a minimal Batch API: ``POST /v1/files`` (multipart), ``POST
@@ -64,16 +66,21 @@ class StubState:
 
 
 def completion(body: dict, tag: str) -> dict:
+    """``n`` choices (default 1), choice ``j`` seeded ``seed + j`` as the local servers seed them; usage
+    counts the prompt once and every choice's completion, as the OpenAI API bills it."""
     seed = body.get("seed")
-    text = f"reply to {tag} seed={seed} t={body.get('temperature')}"
+    texts = [f"reply to {tag} seed={None if seed is None else seed + j} t={body.get('temperature')}"
+             for j in range(int(body.get("n") or 1))]
     n_in = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    n_out = sum(len(t.split()) for t in texts)
     return {
         "id": "chatcmpl-stub",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "stub"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": n_in, "completion_tokens": len(text.split()), "total_tokens": n_in + len(text.split())},
+        "choices": [{"index": j, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                    for j, t in enumerate(texts)],
+        "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out},
     }
 
 
@@ -159,6 +166,14 @@ def make_handler(state: StubState):
             if action == "empty":
                 c = completion(body, tag)
                 c["choices"] = []
+                return self._send(200, c)
+            if action == "short":  # the last choice is missing
+                c = completion(body, tag)
+                c["choices"] = c["choices"][:-1]
+                return self._send(200, c)
+            if action == "null_first":  # choice 0 has no content (and did not stop for length)
+                c = completion(body, tag)
+                c["choices"][0]["message"]["content"] = None
                 return self._send(200, c)
             if action == "truncated":
                 data = json.dumps(completion(body, tag)).encode()

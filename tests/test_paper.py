@@ -50,15 +50,46 @@ def test_plan_api_arithmetic(table):
     p = plan.make(cfg, posts=10)
     assert (p.posts, p.splits) == (10, {"train": 5, "val": 0, "test": 5})
     [api] = p.api
-    # one style x 10 posts x 2 samples; every reply counted at max_tokens
-    assert (api.requests, api.tokens_out) == (20, 200)
+    # one style x 10 posts x 2 samples, sent as one request with n = 2 a post (the prompt counted once);
+    # every reply counted at max_tokens
+    assert (api.requests, api.tokens_out) == (10, 200)
     prompt = plan.prompt_tokens(cfg, "plain")  # characters of the rendered messages (1 char = 1 token here)
-    assert api.tokens_in == 20 * prompt
-    assert api.usd_standard == pytest.approx((20 * prompt * 1.0 + 200 * 2.0) / 1e6)
+    assert api.tokens_in == 10 * prompt
+    assert api.usd_standard == pytest.approx((10 * prompt * 1.0 + 200 * 2.0) / 1e6)
     assert api.usd_batch == pytest.approx(api.usd_standard / 2)
     assert p.usd == pytest.approx(api.usd_standard)  # live requests pay the standard price
-    assert plan.make(fixture_cfg(use_batch_api=True), posts=10).usd == pytest.approx(api.usd_standard / 2)
+    # the Batch API path sends one request per sample: the prompt is paid for each
+    [bat] = plan.make(fixture_cfg(use_batch_api=True), posts=10).api
+    assert (bat.requests, bat.tokens_in, bat.tokens_out) == (20, 20 * prompt, 200)
+    assert bat.usd_batch == pytest.approx((20 * prompt * 1.0 + 200 * 2.0) / 1e6 / 2)
     assert plan.needs_consent(p)
+
+
+def test_plan_counts_a_prompt_once_per_request(table):
+    """n is capped at concurrency, and styles whose prompt differs per sample are sent one by one."""
+    [api] = plan.make(fixture_cfg(n_samples=5, concurrency=2), posts=10).api
+    assert api.requests == 10 * 3 and api.tokens_in == 30 * plan.prompt_tokens(fixture_cfg(), "plain")
+    cfg = fixture_cfg(n_samples=4, concurrency=4, styles=["plain", "persona"], remedy_styles=["persona"])
+    [api] = plan.make(cfg, posts=10).api
+    assert api.requests == 10 * (1 + 4)
+    assert api.tokens_in == 10 * (plan.prompt_tokens(cfg, "plain") + 4 * plan.prompt_tokens(cfg, "persona"))
+    assert api.tokens_out == 10 * 2 * 4 * cfg.max_tokens
+
+
+def test_generation_prices_come_from_the_plan_table():
+    """The pipeline's cost estimate and `simlib plan` read the same table (simlib/publish/prices.yaml)."""
+    from simlib.generate.prices import PRICES_FILE, price_per_1k
+
+    assert PRICES_FILE == Path(plan.__file__).with_name("prices.yaml")
+    p = plan.price("gpt-4o-mini")
+    assert price_per_1k("gpt-4o-mini-2024-07-18") == pytest.approx(
+        {"price_per_1k_in": p["input"] / 1000, "price_per_1k_out": p["output"] / 1000})
+    live, batch = price_per_1k("gpt-4o-mini"), price_per_1k("gpt-4o-mini", batch=True)
+    disc = plan.load_table()["api"]["batch_discount"]
+    assert batch == pytest.approx({k: v * disc for k, v in live.items()})
+    assert price_per_1k("smollm2-135m-instruct-f16-parallel") == {}
+    src = (REPO / "simlib" / "steps" / "generation.py").read_text()
+    assert "0.00015" not in src and "0.0006" not in src  # no price typed into the pipeline
 
 
 def test_plan_prompt_tokens_count_the_rendered_messages(table):

@@ -1,5 +1,6 @@
-"""Generating LLM comments for Reddit posts: prompts, a resumable OpenAI-compatible client,
-a local llama-cpp server and the OpenAI Batch API.
+"""Generating LLM comments for Reddit posts: prompts, a resumable OpenAI-compatible client that sends
+a post's samples as one request with ``n`` (:mod:`simlib.generate.grouping`), a local llama.cpp server
+and the OpenAI Batch API (one request per sample).
 
 Typical use::
 

@@ -5,7 +5,9 @@ Requests, records and the key rule live in :mod:`simlib.generate.requests`.
 :func:`generate` (sync, safe to call from a Jupyter cell) / :func:`agenerate` (async):
 
 * skip requests whose ``key`` is already in the store (a :class:`~simlib.cache.JsonlStore`);
-* run the rest with at most ``concurrency`` requests in flight;
+* send samples that share their messages as one request with ``n`` choices, each choice stored
+  under its own sample's key (:mod:`simlib.generate.grouping`), with at most ``concurrency``
+  choices in flight;
 * retry ourselves (the OpenAI client is built with ``max_retries=0`` so every retry is
   counted) on 429, 408/409, 5xx, timeouts, connection errors and malformed responses, with
   exponential backoff and jitter; a ``Retry-After``/``retry-after-ms`` header is honoured,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import email.utils
 import os
 import random
@@ -38,8 +41,9 @@ from collections import Counter
 from typing import Iterable
 
 from simlib.cache import JsonlStore
-from simlib.generate.requests import (GenerationReport, GenRequest, MalformedResponse, api_key, completion_fields, estimate_cost,
-                                     failures_path, make_failure, make_record, resolve_requests, scrub)
+from simlib.generate.grouping import choice_fields, group_body, group_requests, split_usage
+from simlib.generate.requests import (GenerationReport, GenRequest, MalformedResponse, api_key, estimate_cost,
+                                      failures_path, make_failure, make_record, resolve_requests, scrub)
 
 __all__ = ["generate", "agenerate", "run_sync"]
 
@@ -95,6 +99,26 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
     return type(exc).__name__, True
 
 
+class _Budget:
+    """At most ``cap`` choices in flight; a request larger than ``cap`` still runs, alone."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.used = max(1, cap), 0
+        self.cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, k: int):
+        async with self.cond:
+            await self.cond.wait_for(lambda: self.used == 0 or self.used + k <= self.cap)
+            self.used += k
+        try:
+            yield
+        finally:
+            async with self.cond:
+                self.used -= k
+                self.cond.notify_all()
+
+
 def _backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter for retry number ``attempt`` (1-based)."""
     d = min(cap, base * (2 ** (attempt - 1)))
@@ -119,6 +143,7 @@ async def agenerate(
     backoff_base: float = 1.0,
     backoff_max: float = 30.0,
     retry_after_max: float = 60.0,
+    max_n: int | None = None,
 ) -> GenerationReport:
     """Async version of :func:`generate` (same arguments)."""
     import openai
@@ -151,70 +176,82 @@ async def agenerate(
 
         bar = tqdm(total=len(todo), desc="generate", unit="req")
 
-    async def one(req: GenRequest) -> None:
-        body = req.body(send_seed=send_seed, token_param=token_param)
-        attempt = 0
-        while True:
-            attempt += 1
+    budget = _Budget(concurrency)
+
+    def fail(group: list[GenRequest], exc: BaseException, kind: str) -> None:
+        for req in group:
+            fstore.append(make_failure(req, run_id=run_id, error_type=kind,
+                                       error=scrub(f"{type(exc).__name__}: {exc}", api_key(api_key_env)),
+                                       status_code=_status_code(exc), attempts=attempts[req.key], source="online"))
+            report.failed_keys.append(req.key)
+        report.n_failed += len(group)
+
+    def keep(group: list[GenRequest], resp, latency: float) -> list[GenRequest]:
+        """Store every usable choice under its own sample's record; the samples still missing."""
+        fields, usage = choice_fields(resp, len(group))
+        got = [(req, f) for req, f in zip(group, fields) if f is not None]
+        shares = split_usage(usage, [f["text"] if f else "" for f in fields])
+        for (req, f), share in zip(got, (s for s, f in zip(shares, fields) if f is not None)):
+            store.append(make_record(req, {**f, "usage": share}, latency_s=latency, attempts=attempts[req.key],
+                                     source="online", n_choices=len(group)))
+        report.n_ok += len(got)
+        report.tokens_in += usage["prompt_tokens"]
+        report.tokens_out += usage["completion_tokens"]
+        return [req for req, f in zip(group, fields) if f is None]
+
+    async def one(first: list[GenRequest]) -> None:
+        pending = [first]
+        while pending:
+            group = pending.pop(0)
+            for req in group:
+                attempts[req.key] += 1
+            attempt = attempts[group[0].key]
             t0 = time.monotonic()
             try:
-                resp = await asyncio.wait_for(
-                    client.chat.completions.create(**body, timeout=timeout), timeout=timeout + 5.0
-                )
-                fields = completion_fields(resp)
-            except Exception as exc:  # noqa: BLE001 - classified below
-                kind, retryable = _classify(exc)
-                reasons[kind] += 1
-                if not retryable or attempt > max_retries:
-                    fstore.append(
-                        make_failure(
-                            req,
-                            run_id=run_id,
-                            error_type=kind,
-                            error=scrub(f"{type(exc).__name__}: {exc}", api_key(api_key_env)),
-                            status_code=_status_code(exc),
-                            attempts=attempt,
-                            source="online",
-                        )
-                    )
-                    report.n_failed += 1
-                    report.failed_keys.append(req.key)
-                    return
-                report.n_retries += 1
-                hint = _retry_after_s(exc)
-                delay = (
-                    min(hint, retry_after_max) + random.uniform(0, 0.1 * max(hint, 0.1))
-                    if hint is not None
-                    else _backoff(attempt, backoff_base, backoff_max)
-                )
-                await asyncio.sleep(min(delay, max(retry_after_max, backoff_max)))
+                async with budget.hold(len(group)):
+                    resp = await asyncio.wait_for(client.chat.completions.create(
+                        **group_body(group, send_seed=send_seed, token_param=token_param), timeout=timeout),
+                        timeout=timeout + 5.0)
+                missing = keep(group, resp, time.monotonic() - t0)
+                if not missing:
+                    continue
+                exc: BaseException = MalformedResponse(f"{len(missing)} of {len(group)} choices missing or unusable")
+                group = missing
+            except Exception as err:  # noqa: BLE001 - classified below
+                exc = err
+            kind, retryable = _classify(exc)
+            reasons[kind] += 1
+            if not retryable or attempt > max_retries:
+                fail(group, exc, kind)
                 continue
-            latency = time.monotonic() - t0
-            store.append(make_record(req, fields, latency_s=latency, attempts=attempt, source="online"))
-            report.n_ok += 1
-            report.tokens_in += fields["usage"]["prompt_tokens"]
-            report.tokens_out += fields["usage"]["completion_tokens"]
-            return
+            report.n_retries += len(group_requests(group))
+            hint = _retry_after_s(exc)
+            delay = (min(hint, retry_after_max) + random.uniform(0, 0.1 * max(hint, 0.1)) if hint is not None
+                     else _backoff(attempt, backoff_base, backoff_max))
+            await asyncio.sleep(min(delay, max(retry_after_max, backoff_max)))
+            pending[:0] = group_requests(group)  # the missing choices, as runs their seeds allow
 
-    queue: asyncio.Queue[GenRequest] = asyncio.Queue()
-    for r in todo:
-        queue.put_nowait(r)
+    groups = group_requests(todo, max_n or concurrency)
+    attempts: Counter[str] = Counter()
+    queue: asyncio.Queue[list[GenRequest]] = asyncio.Queue()
+    for g in groups:
+        queue.put_nowait(g)
 
     async def worker() -> None:
         while True:
             try:
-                req = queue.get_nowait()
+                group = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
             try:
-                await one(req)
+                await one(group)
             finally:
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(len(group))
                     bar.set_postfix(ok=report.n_ok, failed=report.n_failed, retries=report.n_retries, refresh=False)
 
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(todo))))))
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(groups))))))
     finally:
         if bar is not None:
             bar.close()
@@ -254,6 +291,7 @@ def generate(
     backoff_base: float = 1.0,
     backoff_max: float = 30.0,
     retry_after_max: float = 60.0,
+    max_n: int | None = None,
 ) -> GenerationReport:
     """Generate every request not yet in ``store_path``; see the module docstring.
 
@@ -262,6 +300,9 @@ def generate(
     error). ``max_retries`` counts retries after the first attempt; ``timeout`` bounds each
     attempt (seconds). ``send_seed=False`` for servers that reject ``seed``;
     ``token_param="max_completion_tokens"`` for OpenAI models that reject ``max_tokens``.
+    Samples that share their messages go as one request with ``n`` of at most ``max_n`` choices
+    (default ``concurrency``; 1 sends one request per sample), and ``concurrency`` bounds the
+    choices in flight (:mod:`simlib.generate.grouping`).
     Prices are USD per 1000 tokens. Works from plain scripts and from Jupyter cells.
     """
     requests = list(requests)
@@ -283,5 +324,6 @@ def generate(
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             retry_after_max=retry_after_max,
+            max_n=max_n,
         )
     )

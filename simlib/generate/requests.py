@@ -1,8 +1,9 @@
 """Generation requests, the records they leave in the store, and the secrets rule.
 
-One :class:`GenRequest` is one sample: one post, one prompt style, one ``sample_index``.
-Local servers ignore ``n``, so several samples of a post are several requests; the seed of
-sample ``i`` is ``base_seed + i`` (see :func:`make_requests`). Both the online client
+One :class:`GenRequest` is one sample: one post, one prompt style, one ``sample_index``; the seed
+of sample ``i`` is ``base_seed + i`` (see :func:`make_requests`). The client sends the samples that
+share their messages as one request with ``n`` (:mod:`simlib.generate.grouping`) and stores each choice
+under its sample's key. Both the online client
 (:mod:`simlib.generate.client`) and the Batch API (:mod:`simlib.generate.batch`) write their
 results through :func:`make_record` and :func:`make_failure`.
 
@@ -294,7 +295,10 @@ def completion_fields(completion: Any) -> dict[str, Any]:
     }
 
 
-def make_record(req: GenRequest, fields: Mapping[str, Any], *, latency_s: float | None, attempts: int, source: str) -> dict[str, Any]:
+def make_record(req: GenRequest, fields: Mapping[str, Any], *, latency_s: float | None, attempts: int, source: str,
+                n_choices: int = 1) -> dict[str, Any]:
+    """The store record of ``req``'s reply; ``n_choices`` > 1: one choice of a request with ``n``, whose
+    ``usage`` is this choice's share of the response's."""
     rec = req.meta()
     rec.update(
         text=fields["text"],
@@ -311,6 +315,8 @@ def make_record(req: GenRequest, fields: Mapping[str, Any], *, latency_s: float 
         attempts=attempts,
         source=source,
     )
+    if n_choices > 1:
+        rec["n_choices"] = n_choices
     return rec
 
 

@@ -21,16 +21,15 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
-
 from simlib.config import REPO_ROOT, Config
+from simlib.generate.grouping import requests_per_post
+from simlib.generate import prices as price_table
+from simlib.generate.prices import PRICES_FILE
 
-PRICES_FILE = Path(__file__).with_name("prices.yaml")
 CONSENT_ENV = "SIMLIB_ACCEPT_COST"
 # the templates of the local models' prompts (simlib.lm.logprob.build_prompt, policy prompts), in characters
 _INSTRUCTION_CHARS = 80
@@ -39,10 +38,9 @@ _JUDGE_LABEL_TOKENS = 10 * 4  # ten candidate labels of a few tokens each (simli
 _API_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-")
 
 
-@lru_cache(maxsize=4)
 def load_table(path: str = str(PRICES_FILE)) -> dict:
-    """The price and throughput table (``simlib/publish/prices.yaml``)."""
-    return yaml.safe_load(Path(path).read_text())
+    """The price and throughput table (``simlib/publish/prices.yaml``, read by :mod:`simlib.generate.prices`)."""
+    return price_table.load_table(path)
 
 
 # ----------------------------------------------------------------------------------- pieces
@@ -185,9 +183,7 @@ def is_api_model(model: str) -> bool:
 def price(model: str) -> dict | None:
     """``{"input", "output"}`` USD per 1M tokens: the table's entry for ``model`` or the longest
     entry it starts with (``gpt-4o-mini-2024-07-18`` -> ``gpt-4o-mini``); None when unknown."""
-    models = load_table()["api"]["models"]
-    hits = [k for k in models if model == k or model.startswith(k + "-")]
-    return dict(models[max(hits, key=len)]) if hits else None
+    return price_table.price(model, load_table())
 
 
 def is_paid_endpoint(url: str) -> bool:
@@ -278,9 +274,11 @@ def make(cfg: Config, posts: int | None = None, count: bool = False) -> Plan:
     # --- API: synthetic replies (the chapters' stores share them: each request is sent once) --------
     if cfg.api_base_url:
         plan.paid_endpoint = is_paid_endpoint(cfg.api_base_url)
-        reqs = n * cfg.n_samples * len(styles)
-        t_in = sum(n * cfg.n_samples * prompt_tokens(cfg, s) for s in styles)
-        t_out = reqs * cfg.max_tokens
+        # a request with n choices reads (and bills) its prompt once; the Batch API path sends one per sample
+        per_post = {s: requests_per_post(s, cfg.n_samples, 1 if cfg.use_batch_api else cfg.concurrency) for s in styles}
+        reqs = n * sum(per_post.values())
+        t_in = sum(n * k * prompt_tokens(cfg, s) for s, k in per_post.items())
+        t_out = n * cfg.n_samples * len(styles) * cfg.max_tokens
         p = price(cfg.generator)
         std = None if p is None else (t_in * p["input"] + t_out * p["output"]) / 1e6
         batch = None if std is None else std * t["api"]["batch_discount"]

@@ -73,6 +73,7 @@ def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | No
     run report.
     """
     from simlib.generate import generate, load_store, make_requests
+    from simlib.generate.prices import price_per_1k
 
     styles = styles or cfg.styles
     store = cfg.path("generations.jsonl")
@@ -88,24 +89,18 @@ def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | No
     elif cfg.use_batch_api and cfg.api_base_url:
         from simlib.generate import run_batch
 
-        # Batch API: half the price, results within 24 h; a re-run resumes submitted batches.
-        prices = {k: v / 2 for k, v in _prices(model).items()}
-        report = run_batch(reqs, store, cfg.api_base_url, model, **prices).to_dict()
+        # Batch API: the discounted price, results within 24 h; a re-run resumes submitted batches.
+        report = run_batch(reqs, store, cfg.api_base_url, model, **price_per_1k(model, batch=True)).to_dict()
     else:
         with contextlib.ExitStack() as stack:
             base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
             # The local server decodes every request it accepted, even one whose client gave up: a
             # short timeout on a busy machine only queues retries behind the abandoned requests.
             report = generate(reqs, store, base_url, model, concurrency=cfg.concurrency, progress=True,
-                              timeout=60.0 if cfg.api_base_url else 900.0, **_prices(model)).to_dict()
+                              timeout=60.0 if cfg.api_base_url else 900.0, **price_per_1k(model)).to_dict()
     out = load_store(store)
     out = out[out["key"].isin(keys)].reset_index(drop=True)
     return out, report
-
-
-def _prices(model: str) -> dict:
-    # USD per 1k tokens, for the cost estimate of paper runs (gpt-4o-mini list price, 2025).
-    return {"price_per_1k_in": 0.00015, "price_per_1k_out": 0.0006} if model.startswith("gpt-4o-mini") else {}
 
 
 def t1_sizes(cfg: Config) -> dict:
