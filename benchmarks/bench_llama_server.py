@@ -10,29 +10,28 @@ penalty of 1.1 over 64 tokens. The requests are the gap chapter's at the ``book`
 ``simlib.steps`` selects them from the crawl (an evenly spaced subset of ``n_posts``, so that one
 measurement stays within a few minutes), its styles, ``n_samples`` replies per post and style seeded
 ``seed + i``, ``max_tokens``, ``temperature`` and ``max_post_chars``, built by
-``simlib.generate.make_requests`` and sent by ``simlib.generate.generate`` with ``concurrency``
-requests in flight, in the pipeline's order (a post's replies one after another).
+``simlib.generate.make_requests`` and sent by ``simlib.generate.generate`` as the pipeline sends them:
+a post's replies in one style as one request with ``n``, ``concurrency`` replies in flight.
 
 Each measurement starts a fresh server (so no server finds a prompt cached by an earlier
 repetition), answers one warm-up request for a post outside the measured ones, and then times the
-whole ``generate`` call into a fresh store. The servers alternate, parallel then llama-server (then
-the third arm below), ``repeats`` times (A B A B). Reported: per arm the median wall time and completion
-tokens per second, the ratio llama-server / parallel of the medians, and the issue's decision rule applied to it
-(adopt llama-server when it reaches at least :data:`ADOPT_RATIO` of the parallel server's throughput).
-llama-server also reports how many prompt tokens it read (``--metrics``), against the requests'
-prompt tokens and the tokens of one prompt per post and style.
+whole ``generate`` call into a fresh store. The servers alternate, parallel then llama-server,
+``repeats`` times (A B A B). Reported: per arm the median wall time and completion tokens per second,
+the ratio llama-server / parallel of the medians, and the issue's decision rule applied to it (adopt
+llama-server when it reaches at least :data:`ADOPT_RATIO` of the parallel server's throughput).
+llama-server's tokens are its own counters (``--metrics``): with ``n`` its ``usage`` counts the first
+choice only. It also reports how many prompt tokens it read.
 
-A third arm, outside the decision, sends llama-server each post's replies as one request with ``n``
-(what the pipeline's client does not do): llama-server then reads the prompt once and copies it to
-the other choices, seeded ``seed + j``. It shows what grouping the requests would be worth.
+The earlier measurement (one request per reply: llama-server 0.76x the parallel server; llama-server
+with ``n`` sent by hand 1.74x) is in the git history of ``benchmarks/results/llama_server.json``.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,7 +98,7 @@ def _chat(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _send_pipeline(reqs, url: str, model: str, conc: int, store: Path) -> list[dict[str, Any]]:
-    """The pipeline's way: ``simlib.generate.generate``, one request per reply, ``conc`` in flight."""
+    """The pipeline's way: ``simlib.generate.generate``, a post's replies as one request with ``n``."""
     from simlib.cache import JsonlStore
     from simlib.generate import generate
 
@@ -109,36 +108,14 @@ def _send_pipeline(reqs, url: str, model: str, conc: int, store: Path) -> list[d
     return [{**(r.get("usage") or {}), "finish_reason": r.get("finish_reason")} for r in JsonlStore(store)]
 
 
-def _send_grouped(reqs, url: str, model: str, conc: int, store: Path) -> list[dict[str, Any]]:
-    """A post's replies in one request with ``n`` (llama-server seeds choice j ``seed + j``, as the
-    client seeds sample i): as many replies in flight as the pipeline's requests."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    groups: dict[tuple, list] = {}
-    for r in reqs:
-        groups.setdefault((r.post_id, r.style, r.messages_hash), []).append(r)
-    bodies = [{**dataclasses.replace(g[0], model=model).body(), "n": len(g)} for g in groups.values()]
-    per_request = max(len(g) for g in groups.values())
-    with ThreadPoolExecutor(max(1, conc // per_request)) as ex:
-        outs = list(ex.map(lambda b: _chat(url, b), bodies))
-    if sum(len(o["choices"]) for o in outs) != len(reqs):
-        raise RuntimeError(f"{store.stem}: {sum(len(o['choices']) for o in outs)} replies for {len(reqs)} requests")
-    return [{**o["usage"], "finish_reason": None, "finish_length": sum(c["finish_reason"] == "length" for c in o["choices"])}
-            for o in outs]
-
-
-ARMS = {  # name -> (LocalServer backend, how the requests are sent)
-    "parallel": ("parallel", _send_pipeline),
-    "llama_server": ("llama_server", _send_pipeline),
-    "llama_server_n": ("llama_server", _send_grouped),
-}
+ARMS = {"parallel": "parallel", "llama_server": "llama_server"}  # name -> LocalServer backend
 
 
 def _measure(arm: str, reqs, warm, sizes: dict, tmp: Path, tag: str) -> dict[str, Any]:
     """One fresh server for ``arm``: warm-up request, then the timed sending of ``reqs``."""
     from simlib.generate import LocalServer, generate
 
-    backend, send = ARMS[arm]
+    backend = ARMS[arm]
     conc = sizes["concurrency"]
     metrics = backend == "llama_server"  # its counters show how much prompt it read
     with LocalServer(backend=backend, seed=sizes["seed"], n_threads=os.cpu_count(), slots=conc,
@@ -147,11 +124,11 @@ def _measure(arm: str, reqs, warm, sizes: dict, tmp: Path, tag: str) -> dict[str
                  timeout=300.0, max_retries=1)
         before = _counters(srv.base_url) if metrics else {}
         t0 = time.perf_counter()
-        usage = send(reqs, srv.base_url, srv.model, conc, tmp / f"{tag}.jsonl")
+        usage = _send_pipeline(reqs, srv.base_url, srv.model, conc, tmp / f"{tag}.jsonl")
         wall = time.perf_counter() - t0
         count = {k: int(v - before[k]) for k, v in _counters(srv.base_url).items()} if metrics else {}
-    toks = count["predicted"] if send is _send_grouped else sum(int(u.get("completion_tokens") or 0) for u in usage)
-    n_length = sum(u.get("finish_length", u["finish_reason"] == "length") for u in usage)
+    toks = count["predicted"] if metrics else sum(int(u.get("completion_tokens") or 0) for u in usage)
+    n_length = sum(u["finish_reason"] == "length" for u in usage)
     return {"wall_s": round(wall, 2), "completion_tokens": toks,
             "prompt_tokens": sum(int(u.get("prompt_tokens") or 0) for u in usage),
             "tok_per_s": round(toks / wall, 2), "finish_length": int(n_length),
@@ -202,21 +179,87 @@ def run(quick: bool = False, repeats: int | None = None, n_posts: int | None = N
     res: dict[str, Any] = {"workload": sizes, "replies": len(reqs), "repeats": len(reps["parallel"]),
                            "order": " ".join(ARMS) + " (each repetition, a fresh server each)",
                            "threads": os.cpu_count(), "weights": "F16 GGUF (smollm2_gguf_f16) on both servers",
-                           "arms": {"parallel": "the book's server, the pipeline's client",
-                                    "llama_server": "llama-server, the pipeline's client (one request per reply)",
-                                    "llama_server_n": "llama-server, one request with n per post and style "
-                                                      "(not the pipeline's client; outside the decision)"}}
+                           "arms": {"parallel": "the book's server, the pipeline's client (n per post and style)",
+                                    "llama_server": "llama-server, the pipeline's client (n per post and style)"}}
     for a in ARMS:
         res[a] = _summary(reps[a])
-    par, srv, grp = (res[a]["median_tok_per_s"] for a in ARMS)
+    par, srv = (res[a]["median_tok_per_s"] for a in ARMS)
     res["ratio_llama_server_vs_parallel"] = round(srv / par, 3) if par and srv else None
-    res["ratio_llama_server_n_vs_parallel"] = round(grp / par, 3) if par and grp else None
-    # a post's replies share their prompt: reading it once per post and style is the least possible
-    res["prompt_tokens_once_per_post"] = res["llama_server"]["prompt_tokens"][0] // sizes["n_samples"]
     res["adopt_ratio"] = ADOPT_RATIO
     res["rule"] = f"adopt llama-server if its tokens/s is at least {ADOPT_RATIO:.0%} of the parallel server's"
     res["decision"] = "not judged (quick)" if quick else decide(res["ratio_llama_server_vs_parallel"])
     return res
+
+
+SPIN = "while True: pass"  # one CPU-bound competitor, as another engineer's job would be
+WORST_RATIO = 2.0  # the issue's goal: at most twice as slow beside one competitor
+IDLE_KEEP = 0.9  # ... while idle throughput stays within 10% of today's setting
+
+
+def _contended(settings: dict[str, int], reqs, warm, sizes: dict, tmp: Path, tag: str, rival: bool) -> dict[str, Any]:
+    """One fresh llama-server with ``settings`` (threads, poll), measured alone or beside a busy loop."""
+    from simlib.generate import LocalServer, generate
+
+    with LocalServer(backend="llama_server", seed=sizes["seed"], n_threads=settings["threads"], poll=settings["poll"],
+                     slots=sizes["concurrency"], log_path=tmp / f"{tag}.log", extra_args=["--metrics"]) as srv:
+        generate(warm, tmp / f"{tag}-warm.jsonl", srv.base_url, srv.model, concurrency=1, progress=False,
+                 timeout=300.0, max_retries=1)
+        before = _counters(srv.base_url)
+        spin = subprocess.Popen([sys.executable, "-c", SPIN]) if rival else None
+        try:
+            t0 = time.perf_counter()
+            _send_pipeline(reqs, srv.base_url, srv.model, sizes["concurrency"], tmp / f"{tag}.jsonl")
+            wall = time.perf_counter() - t0
+        finally:
+            if spin is not None:
+                spin.kill()
+                spin.wait()
+        toks = int(_counters(srv.base_url)["predicted"] - before["predicted"])
+    return {"wall_s": round(wall, 2), "tokens": toks, "tok_per_s": round(toks / wall, 2)}
+
+
+def contention(quick: bool = False, repeats: int = 2, n_posts: int = 2, budget_s: float = 540.0) -> dict[str, Any]:
+    """llama-server's thread count (cores, cores - 1) and polling (``--poll`` 0, 50) alone and beside one
+    CPU-bound process, alternating; the setting with the best worst case that keeps idle throughput."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if quick:
+        reqs, warm, sizes = _workload("smoke", 1, styles=["plain"], n_samples=2, max_tokens=8)
+        repeats = 1
+    else:
+        reqs, warm, sizes = _workload("book", n_posts, styles=["plain"])
+    grid = {f"threads {t}, poll {p}": {"threads": t, "poll": p}
+            for t in dict.fromkeys([cores, max(1, cores - 1)]) for p in (50, 0)}
+    reps: dict[str, dict[str, list]] = {k: {"alone": [], "beside": []} for k in grid}
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-contention-") as d:
+        for k in range(repeats):
+            if k and time.monotonic() - t0 > budget_s:
+                break
+            for name, st in grid.items():
+                for rival in (False, True):
+                    key = "beside" if rival else "alone"
+                    reps[name][key].append(_contended(st, reqs, warm, sizes, Path(d), f"{name}-{key}-{k}".replace(" ", "")
+                                                      .replace(",", "_"), rival))
+    today = f"threads {cores}, poll 50"  # what the pipeline ran before this measurement
+    rows: dict[str, Any] = {}
+    for name, r in reps.items():
+        alone = statistics.median(x["tok_per_s"] for x in r["alone"])
+        beside = statistics.median(x["tok_per_s"] for x in r["beside"])
+        rows[name] = {**grid[name], "alone_tok_per_s": alone, "beside_tok_per_s": beside,
+                      "slowdown": round(alone / beside, 2) if beside else None, "runs": r}
+    base = rows[today]["alone_tok_per_s"]
+    for row in rows.values():
+        row["idle_vs_today"] = round(row["alone_tok_per_s"] / base, 3) if base else None
+    ok = [n for n, r in rows.items() if r["idle_vs_today"] and r["idle_vs_today"] >= IDLE_KEEP]
+    best = max(ok, key=lambda n: rows[n]["beside_tok_per_s"]) if ok else today
+    return {"workload": sizes, "replies": len(reqs), "repeats": len(next(iter(reps.values()))["alone"]),
+            "cores": cores, "competitor": f"python -c '{SPIN}' (one process, not pinned)",
+            "order": "each setting alone then beside the competitor, settings in turn, a fresh server each",
+            "settings": rows, "today": today,
+            "rule": (f"among the settings whose idle tokens/s is at least {IDLE_KEEP:.0%} of today's ({today}), the one "
+                     f"with the most tokens/s beside the competitor (goal: at most {WORST_RATIO:g}x slower)"),
+            "choice": "not judged (quick)" if quick else best,
+            "goal_met": None if quick else bool(rows[best]["slowdown"] and rows[best]["slowdown"] <= WORST_RATIO)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,8 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--posts", type=int, default=None)
+    ap.add_argument("--contention", type=Path, default=None, metavar="OUT",
+                    help="measure llama-server's threads and --poll beside a competing process instead; write OUT")
     ns = ap.parse_args(argv)
-    print(json.dumps(run(ns.quick, ns.repeats, ns.posts), indent=2))
+    if ns.contention is None:
+        print(json.dumps(run(ns.quick, ns.repeats, ns.posts), indent=2))
+        return 0
+    from benchmarks.__main__ import machine_info
+
+    info = machine_info()
+    res = contention(ns.quick, ns.repeats or 2, ns.posts or 2)
+    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    ns.contention.write_text(json.dumps({"machine": info, "contention": res}, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
     return 0
 
 

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from simlib.generate import generate, load_store, make_requests
+from simlib.generate import generate, load_failures, load_store, make_requests
+from simlib.generate.local import generate_local
 from simlib.generate.server import (LLAMA_SERVER_SAMPLING, LocalServer, LocalServerError, llama_server_binary,
                                     model_alias)
 
@@ -148,3 +152,86 @@ def test_benchmark_quick():
     assert abs(ls["tokens_predicted"][0] - ls["completion_tokens"][0]) <= r["replies"]  # the counters agree
     assert r["llama_server"]["prompt_tokens_read"][0] > r["llama_server_n"]["prompt_tokens_read"][0] > 0
     assert bench_llama_server.decide(0.95) == "adopt llama-server" and bench_llama_server.decide(0.5).startswith("keep")
+
+
+# ------------------------------------------------------------------------------ faults
+# A stand-in for the binary: the OpenAI stub of tests/stub_openai.py on the port LocalServer gives it,
+# answering after $FAKE_DELAY seconds and logging every request it receives to $FAKE_LOG.
+FAKE_SERVER = f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from stub_openai import StubState, _QuietServer, make_handler
+port = int(sys.argv[sys.argv.index("--port") + 1])
+state = StubState()
+state.delay_s, state.log_path = float(os.environ.get("FAKE_DELAY", "0")), os.environ.get("FAKE_LOG")
+print("fake llama-server listening", flush=True)
+_QuietServer(("127.0.0.1", port), make_handler(state)).serve_forever()
+"""
+
+
+def _kill_when(srv: LocalServer, store: Path, n_lines: int) -> threading.Thread:
+    """SIGKILL the server once ``store`` holds ``n_lines`` replies (as the kernel's OOM killer would)."""
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if store.exists() and len(store.read_text().splitlines()) >= n_lines:
+                os.kill(srv.proc.pid, signal.SIGKILL)
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def test_server_dies_mid_run_restarted_and_resumed_stub(tmp_path, monkeypatch):
+    """Nothing stored is lost, every reply is stored once, and only the request in flight is sent twice."""
+    monkeypatch.setenv("SIMLIB_LLAMA_SERVER", str(_fake_binary(tmp_path, FAKE_SERVER)))
+    monkeypatch.setenv("FAKE_DELAY", "0.2")
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "sent.log"))
+    model, store = tmp_path / "m.gguf", tmp_path / "s.jsonl"
+    model.write_bytes(b"x")
+    posts = [{**POSTS[i % 2], "post_id": f"p{i}"} for i in range(8)]
+    with LocalServer(model, backend="llama_server", slots=3, startup_timeout=30) as srv:
+        reqs = make_requests(posts, "plain", 3, srv.model, max_tokens=8, seed=1)
+        watcher = _kill_when(srv, store, 6)
+        port = srv.port
+        rep = generate_local(srv, reqs, store, concurrency=3, progress=False, timeout=10, backoff_base=0.01,
+                             backoff_max=0.05)
+        watcher.join(timeout=5)
+        assert srv.alive() and srv.port != port  # a new process
+    assert rep.complete and rep.n_restarts == 1 and rep.n_ok == 24 and rep.retry_reasons.get("server_died") == 1
+    keys = [json.loads(x)["key"] for x in store.read_text().splitlines()]
+    assert sorted(keys) == sorted(r.key for r in reqs)  # every reply once
+    last_line = reqs[0].messages[-1]["content"].splitlines()[-1]  # the log holds each request's last message
+    sent = [x for x in (tmp_path / "sent.log").read_text().splitlines() if x == last_line]
+    assert 8 <= len(sent) <= 8 + 1  # one request a post (n = 3), and again the one in flight when it died, if any
+    assert load_failures(store)["resolved"].all()
+    assert "fake llama-server listening" in srv.log_tail()
+
+
+@pytest.mark.slow
+def test_real_server_fails_to_start_with_its_log_tail(tmp_path):
+    _need_binary()
+    model = tmp_path / "broken.gguf"
+    model.write_bytes(b"GGUF but not really a model file")
+    with pytest.raises(LocalServerError) as ei:
+        LocalServer(model, backend="llama_server", startup_timeout=60).start()
+    msg = str(ei.value)
+    assert "llama-server exited with code" in msg and "log tail" in msg and "model" in msg.split("log tail", 1)[1]
+
+
+@pytest.mark.slow
+def test_real_server_dies_mid_run_restarted_and_resumed(tmp_path):
+    _need_binary()
+    store = tmp_path / "s.jsonl"
+    posts = [{**POSTS[i % 2], "post_id": f"p{i}"} for i in range(6)]
+    with LocalServer(backend="llama_server", slots=2, seed=0, n_threads=min(2, os.cpu_count() or 1)) as srv:
+        reqs = make_requests(posts, "plain", 2, srv.model, max_tokens=16, seed=1, temperature=0.7)
+        watcher = _kill_when(srv, store, 2)
+        rep = generate_local(srv, reqs, store, concurrency=2, progress=False, timeout=120, backoff_base=0.01,
+                             backoff_max=0.05)
+        watcher.join(timeout=5)
+    assert rep.complete and rep.n_restarts == 1 and rep.n_cached == 0, rep
+    keys = [json.loads(x)["key"] for x in store.read_text().splitlines()]
+    assert sorted(keys) == sorted(r.key for r in reqs)

@@ -38,7 +38,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from typing import Iterable
+from typing import Callable, Iterable
 
 from simlib.cache import JsonlStore
 from simlib.generate.grouping import choice_fields, group_body, group_requests, split_usage
@@ -144,6 +144,7 @@ async def agenerate(
     backoff_max: float = 30.0,
     retry_after_max: float = 60.0,
     max_n: int | None = None,
+    healthy: Callable[[], bool] | None = None,
 ) -> GenerationReport:
     """Async version of :func:`generate` (same arguments)."""
     import openai
@@ -209,6 +210,8 @@ async def agenerate(
             t0 = time.monotonic()
             try:
                 async with budget.hold(len(group)):
+                    if stopped.is_set():  # the server died while this request waited its turn
+                        return
                     resp = await asyncio.wait_for(client.chat.completions.create(
                         **group_body(group, send_seed=send_seed, token_param=token_param), timeout=timeout),
                         timeout=timeout + 5.0)
@@ -220,6 +223,9 @@ async def agenerate(
             except Exception as err:  # noqa: BLE001 - classified below
                 exc = err
             kind, retryable = _classify(exc)
+            if healthy is not None and not healthy():  # the server is gone: no retry can succeed
+                kind, retryable = "server_died", False
+                stopped.set()
             reasons[kind] += 1
             if not retryable or attempt > max_retries:
                 fail(group, exc, kind)
@@ -237,8 +243,10 @@ async def agenerate(
     for g in groups:
         queue.put_nowait(g)
 
+    stopped = asyncio.Event()  # the server died: leave the rest for the caller to resume
+
     async def worker() -> None:
-        while True:
+        while not stopped.is_set():
             try:
                 group = queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -292,6 +300,7 @@ def generate(
     backoff_max: float = 30.0,
     retry_after_max: float = 60.0,
     max_n: int | None = None,
+    healthy: Callable[[], bool] | None = None,
 ) -> GenerationReport:
     """Generate every request not yet in ``store_path``; see the module docstring.
 
@@ -300,7 +309,9 @@ def generate(
     error). ``max_retries`` counts retries after the first attempt; ``timeout`` bounds each
     attempt (seconds). ``send_seed=False`` for servers that reject ``seed``;
     ``token_param="max_completion_tokens"`` for OpenAI models that reject ``max_tokens``.
-    Samples that share their messages go as one request with ``n`` of at most ``max_n`` choices
+    ``healthy`` (e.g. :meth:`LocalServer.alive`): once it answers False a failing request is not retried
+    and no new one is sent, so the caller can restart the server and resume
+    (:func:`simlib.generate.local.generate_local`). Samples that share their messages go as one request with ``n`` of at most ``max_n`` choices
     (default ``concurrency``; 1 sends one request per sample), and ``concurrency`` bounds the
     choices in flight (:mod:`simlib.generate.grouping`).
     Prices are USD per 1000 tokens. Works from plain scripts and from Jupyter cells.
@@ -325,5 +336,6 @@ def generate(
             backoff_max=backoff_max,
             retry_after_max=retry_after_max,
             max_n=max_n,
+            healthy=healthy,
         )
     )

@@ -173,6 +173,7 @@ class GenerationReport:
     n_ok: int = 0  # new responses stored by this run
     n_failed: int = 0  # still failing after all retries (see failures file)
     n_retries: int = 0  # extra attempts made (each retry counts once)
+    n_restarts: int = 0  # times the local server died mid-run and was started again
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float | None = None  # estimate for this run's new tokens; None without prices

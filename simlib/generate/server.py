@@ -154,6 +154,7 @@ class LocalServer:
         python: str | None = None,
         backend: str = "llama_cpp",
         slots: int = 8,
+        poll: int | None = None,
     ):
         _check_backend(backend)
         self.backend, self.slots = backend, (1 if backend == "llama_cpp" else slots)
@@ -164,6 +165,7 @@ class LocalServer:
         self.model = model_alias or (_alias(backend) if model_path is None else self.model_path.stem)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
+        self.poll = poll  # llama-server's --poll (0-100: how long its idle threads spin); None: its default
         self.chat_format = chat_format
         self.seed = seed
         self.startup_timeout = startup_timeout
@@ -219,6 +221,8 @@ class LocalServer:
                "--chat-template", self.chat_format or "chatml", "--no-webui", *LLAMA_SERVER_SAMPLING]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
+        if self.poll is not None:  # both thread pools: an explicit --threads-batch keeps its own default otherwise
+            cmd += ["--poll", str(self.poll), "--poll-batch", str(self.poll)]
         return cmd + self.extra_args
 
     def start(self) -> "LocalServer":
@@ -291,6 +295,15 @@ class LocalServer:
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None
+
+    def alive(self) -> bool:
+        """Whether the server process is running."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def restart(self) -> "LocalServer":
+        """Stop what is left of the server and start it again (on a new port: read ``base_url`` again)."""
+        self.stop()
+        return self.start()
 
     def log_tail(self, n_bytes: int = 4000) -> str:
         return _tail(self.log_path, n_bytes) if self.log_path else ""

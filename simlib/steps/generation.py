@@ -10,19 +10,28 @@ import pandas as pd
 
 from simlib.config import Config
 
-__all__ = ["openai_endpoint", "endpoint_model", "style_kwargs", "synthetic_responses", "t1_sizes", "synthetic_t1"]
+__all__ = ["Endpoint", "openai_endpoint", "endpoint_model", "style_kwargs", "synthetic_responses", "t1_sizes", "synthetic_t1"]
+
+
+class Endpoint(tuple):
+    """``(base_url, model)``; ``server``: the local server behind it (restarted if it dies), else None."""
+
+    def __new__(cls, base_url: str, model: str, server=None):
+        obj = super().__new__(cls, (base_url, model))
+        obj.server = server
+        return obj
 
 
 @contextlib.contextmanager
 def openai_endpoint(cfg: Config):
-    """(base_url, model) of the endpoint the config names; starts the local server when empty.
+    """The :class:`Endpoint` (base_url, model) the config names; starts the local server when empty.
 
     The ``ci`` and ``smoke`` profiles serve SmolLM2 from its package through llama.cpp on
     127.0.0.1 (``cfg.local_server``) and stop it afterwards; ``paper`` names the OpenAI API. The key is read by the
     client from the environment only.
     """
     if cfg.api_base_url:
-        yield cfg.api_base_url, cfg.generator
+        yield Endpoint(cfg.api_base_url, cfg.generator)
         return
     from simlib.generate import LocalServer
 
@@ -33,7 +42,7 @@ def openai_endpoint(cfg: Config):
     # server decodes cfg.concurrency requests together: one slot for each request in flight.
     with LocalServer(seed=cfg.seed, n_threads=os.cpu_count(), log_path=cfg.path("logs", "llama-server.log"),
                      backend=cfg.local_server, slots=cfg.concurrency) as srv:
-        yield srv.base_url, srv.model
+        yield Endpoint(srv.base_url, srv.model, srv)
 
 
 def endpoint_model(cfg: Config) -> str:
@@ -73,6 +82,7 @@ def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | No
     run report.
     """
     from simlib.generate import generate, load_store, make_requests
+    from simlib.generate.local import generate_local
     from simlib.generate.prices import price_per_1k
 
     styles = styles or cfg.styles
@@ -85,7 +95,7 @@ def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | No
     have = set(load_store(store)["key"]) if store.exists() else set()
     if keys <= have:
         report = {"n_requested": len(keys), "n_cached": len(keys), "n_ok": 0, "n_failed": 0, "n_retries": 0,
-                  "tokens_in": 0, "tokens_out": 0, "cost_usd": None}
+                  "n_restarts": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": None}
     elif cfg.use_batch_api and cfg.api_base_url:
         from simlib.generate import run_batch
 
@@ -93,11 +103,15 @@ def synthetic_responses(cfg: Config, posts: pd.DataFrame, styles: list[str] | No
         report = run_batch(reqs, store, cfg.api_base_url, model, **price_per_1k(model, batch=True)).to_dict()
     else:
         with contextlib.ExitStack() as stack:
-            base_url, model = endpoint or stack.enter_context(openai_endpoint(cfg))
+            endpoint = endpoint or stack.enter_context(openai_endpoint(cfg))
+            base_url, model = endpoint
             # The local server decodes every request it accepted, even one whose client gave up: a
             # short timeout on a busy machine only queues retries behind the abandoned requests.
-            report = generate(reqs, store, base_url, model, concurrency=cfg.concurrency, progress=True,
-                              timeout=60.0 if cfg.api_base_url else 900.0, **price_per_1k(model)).to_dict()
+            kw = dict(concurrency=cfg.concurrency, progress=True, timeout=60.0 if cfg.api_base_url else 900.0,
+                      **price_per_1k(model))
+            srv = getattr(endpoint, "server", None)
+            report = (generate_local(srv, reqs, store, **kw) if srv is not None
+                      else generate(reqs, store, base_url, model, **kw)).to_dict()
     out = load_store(store)
     out = out[out["key"].isin(keys)].reset_index(drop=True)
     return out, report
