@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stub_openai import StubServer, completion  # noqa: E402
 
 from simlib.generate import generate, make_requests  # noqa: E402
-from simlib.generate.grouping import group_requests, requests_per_post, split_usage  # noqa: E402
+from simlib.generate.grouping import choice_fields, group_requests, requests_per_post, split_usage  # noqa: E402
 from simlib.generate.prompts import persona_kwargs  # noqa: E402
 
 FAST = dict(progress=False, backoff_base=0.01, backoff_max=0.05, timeout=5.0)
@@ -81,6 +81,20 @@ def test_split_usage_adds_up():
     shares = split_usage({"prompt_tokens": 100, "completion_tokens": 30}, ["a" * 9, "a" * 19])
     assert [s["completion_tokens"] for s in shares] == [10, 20]  # by the length of each choice
     assert [s["prompt_tokens"] for s in shares] == [50, 50]
+
+
+def test_llama_server_usage_of_the_first_choice_is_completed_by_estimates():
+    """llama-server's usage with n counts choice 0 only (its ``timings`` give it away): the others are
+    estimated, max_tokens for a reply cut at the limit, and the records say so."""
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "a" * 40}, "finish_reason": "stop"},
+                        {"index": 1, "message": {"role": "assistant", "content": "b" * 20}, "finish_reason": "stop"},
+                        {"index": 2, "message": {"role": "assistant", "content": "c" * 90}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 10}, "timings": {"predicted_n": 10}}
+    fields, estimated = choice_fields(body, 3, max_tokens=16)
+    assert estimated and [f["usage"]["completion_tokens"] for f in fields] == [10, 5, 16]
+    assert sum(f["usage"]["prompt_tokens"] for f in fields) == 30  # the prompt was read once
+    fields, estimated = choice_fields({k: v for k, v in body.items() if k != "timings"}, 3, max_tokens=16)
+    assert not estimated and sum(f["usage"]["completion_tokens"] for f in fields) == 10  # OpenAI: the total, split
 
 
 # --------------------------------------------------------------------------- against the stub

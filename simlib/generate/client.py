@@ -41,7 +41,7 @@ from collections import Counter
 from typing import Callable, Iterable
 
 from simlib.cache import JsonlStore
-from simlib.generate.grouping import choice_fields, group_body, group_requests, split_usage
+from simlib.generate.grouping import choice_fields, group_body, group_requests
 from simlib.generate.requests import (GenerationReport, GenRequest, MalformedResponse, api_key, estimate_cost,
                                       failures_path, make_failure, make_record, resolve_requests, scrub)
 
@@ -189,15 +189,14 @@ async def agenerate(
 
     def keep(group: list[GenRequest], resp, latency: float) -> list[GenRequest]:
         """Store every usable choice under its own sample's record; the samples still missing."""
-        fields, usage = choice_fields(resp, len(group))
-        got = [(req, f) for req, f in zip(group, fields) if f is not None]
-        shares = split_usage(usage, [f["text"] if f else "" for f in fields])
-        for (req, f), share in zip(got, (s for s, f in zip(shares, fields) if f is not None)):
-            store.append(make_record(req, {**f, "usage": share}, latency_s=latency, attempts=attempts[req.key],
-                                     source="online", n_choices=len(group)))
-        report.n_ok += len(got)
-        report.tokens_in += usage["prompt_tokens"]
-        report.tokens_out += usage["completion_tokens"]
+        fields, estimated = choice_fields(resp, len(group), group[0].max_tokens)
+        for req, f in zip(group, fields):
+            if f is not None:
+                store.append(make_record(req, f, latency_s=latency, attempts=attempts[req.key], source="online",
+                                         n_choices=len(group), usage_estimated=estimated))
+                report.n_ok += 1
+                report.tokens_in += f["usage"]["prompt_tokens"]
+                report.tokens_out += f["usage"]["completion_tokens"]
         return [req for req, f in zip(group, fields) if f is None]
 
     async def one(first: list[GenRequest]) -> None:

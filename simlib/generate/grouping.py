@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 
 from simlib.generate.requests import GenRequest, MalformedResponse, completion_fields
 
-__all__ = ["PER_SAMPLE_STYLES", "group_requests", "group_body", "split_usage", "choice_fields", "requests_per_post"]
+__all__ = ["PER_SAMPLE_STYLES", "group_requests", "group_body", "split_usage", "first_choice_usage", "choice_fields",
+           "requests_per_post"]
 
 # Styles whose messages differ between the samples of a post (one persona, or one draw of examples, each).
 PER_SAMPLE_STYLES = frozenset({"persona", "seeded"})
@@ -87,11 +88,26 @@ def split_usage(usage: Mapping[str, int], texts: Sequence[str]) -> list[dict[str
     return [{"prompt_tokens": p, "completion_tokens": c} for p, c in zip(prompt, completion)]
 
 
-def choice_fields(completion: Any, n: int) -> tuple[list[dict[str, Any] | None], dict[str, int]]:
-    """(fields of choice ``j`` for ``j < n``, or None where it is missing or unusable; the response's usage).
+def first_choice_usage(usage: Mapping[str, int], texts: Sequence[str], finishes: Sequence[str | None],
+                       max_tokens: int) -> list[dict[str, int]]:
+    """Per-choice usage where the response counts its first choice only (llama-server with ``n``): the
+    prompt evenly, the first choice's own count, ``max_tokens`` for a choice cut at the limit, and for the
+    others their length at the first choice's tokens per character (estimates, marked in the record)."""
+    prompt = _shares(int(usage.get("prompt_tokens") or 0), [1.0] * len(texts))
+    first = int(usage.get("completion_tokens") or 0)
+    rate = first / len(texts[0]) if texts[0] else 0.25  # no text to go by: about four characters a token
+    completion = [first] + [max_tokens if f == "length" else min(max_tokens, max(1, round(len(t) * rate)))
+                            for t, f in zip(texts[1:], finishes[1:])]
+    return [{"prompt_tokens": p, "completion_tokens": c} for p, c in zip(prompt, completion)]
+
+
+def choice_fields(completion: Any, n: int, max_tokens: int | None = None) -> tuple[list[dict[str, Any] | None], bool]:
+    """(fields of choice ``j`` for ``j < n``, or None where it is missing or unusable, each with its share
+    of the response's ``usage``; whether those shares of the completion tokens are estimates).
 
     Raises :class:`MalformedResponse` when the body has no usable choice at all (then the whole
-    request is retried); one bad choice only marks that choice for a retry.
+    request is retried); one bad choice only marks that choice for a retry. llama-server (recognised by
+    its ``timings``) counts the first choice only in ``usage``: :func:`first_choice_usage`.
     """
     if hasattr(completion, "model_dump"):
         completion = completion.model_dump()
@@ -111,8 +127,12 @@ def choice_fields(completion: Any, n: int) -> tuple[list[dict[str, Any] | None],
             continue
     if all(f is None for f in out):
         raise MalformedResponse(f"none of the {len(choices)} choices is usable")
-    usage = out[next(i for i, f in enumerate(out) if f is not None)]["usage"]
-    return out, usage
+    usage = next(f for f in out if f is not None)["usage"]
+    texts = [f["text"] if f else "" for f in out]
+    estimated = n > 1 and completion.get("timings") is not None and max_tokens is not None
+    shares = (first_choice_usage(usage, texts, [f["finish_reason"] if f else None for f in out], max_tokens)
+              if estimated else split_usage(usage, texts))
+    return [None if f is None else {**f, "usage": u} for f, u in zip(out, shares)], estimated
 
 
 def requests_per_post(style: str, n_samples: int, max_n: int | None) -> int:

@@ -297,9 +297,10 @@ def completion_fields(completion: Any) -> dict[str, Any]:
 
 
 def make_record(req: GenRequest, fields: Mapping[str, Any], *, latency_s: float | None, attempts: int, source: str,
-                n_choices: int = 1) -> dict[str, Any]:
+                n_choices: int = 1, usage_estimated: bool = False) -> dict[str, Any]:
     """The store record of ``req``'s reply; ``n_choices`` > 1: one choice of a request with ``n``, whose
-    ``usage`` is this choice's share of the response's."""
+    ``usage`` is this choice's share of the response's (``usage_estimated``: its completion tokens are
+    an estimate, see :func:`simlib.generate.grouping.first_choice_usage`)."""
     rec = req.meta()
     rec.update(
         text=fields["text"],
@@ -318,6 +319,8 @@ def make_record(req: GenRequest, fields: Mapping[str, Any], *, latency_s: float 
     )
     if n_choices > 1:
         rec["n_choices"] = n_choices
+    if usage_estimated:
+        rec["usage_estimated"] = True
     return rec
 
 
