@@ -32,10 +32,11 @@ $(STAMP): pyproject.toml
 models: venv llama-server
 	$(PY) -m simlib.lm.weights
 
-# llama.cpp's own llama-server, built from the llama.cpp sources vendored in the pinned llama-cpp-python
-# sdist (the same llama.cpp the package runs), CPU only; `local_server: llama_server` runs it. Only that
-# target is built (once; minutes on 2 cores); the stamp names the version, so a new pin rebuilds.
-LLAMA_CPP_PYTHON := $(shell sed -n 's/.*llama-cpp-python\[server\]==\([0-9.]*\).*/\1/p' pyproject.toml)
+# llama.cpp's own llama-server (the local server) and llama-quantize (which writes its 16-bit weights once),
+# built from the llama.cpp sources vendored in the pinned llama-cpp-python sdist, CPU only. The package
+# itself is not installed: its sdist is only where a pinned llama.cpp comes from on PyPI. Only those two
+# targets are built (once; minutes on 2 cores); the stamp names the version, so a new pin rebuilds.
+LLAMA_CPP_PYTHON := 0.3.36
 LLAMA_SERVER_STAMP := $(VENV)/.llama-server-$(LLAMA_CPP_PYTHON)
 LLAMA_SERVER_SRC := $(VENV)/src/llama-server
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -52,8 +53,8 @@ $(LLAMA_SERVER_STAMP): | $(STAMP)
 	  -B $(LLAMA_SERVER_SRC)/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
 	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_SERVER=ON \
 	  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF
-	$(VENV)/bin/cmake --build $(LLAMA_SERVER_SRC)/build --target llama-server -j $(JOBS)
-	install -m 755 $(LLAMA_SERVER_SRC)/build/bin/llama-server $(VENV)/bin/llama-server
+	$(VENV)/bin/cmake --build $(LLAMA_SERVER_SRC)/build --target llama-server llama-quantize -j $(JOBS)
+	install -m 755 $(LLAMA_SERVER_SRC)/build/bin/llama-server $(LLAMA_SERVER_SRC)/build/bin/llama-quantize $(VENV)/bin/
 	$(VENV)/bin/llama-server --version
 	rm -rf $(LLAMA_SERVER_SRC)  # the build tree is ~10 times the binary
 	touch $@

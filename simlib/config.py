@@ -21,7 +21,7 @@ PARAMS_DIR = REPO_ROOT / "params"
 # TRL 1.16's GRPO loss types; TrainSpec validates against the same list.
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo")
 # The local servers simlib.generate.server can start (its BACKENDS).
-LOCAL_SERVERS = ("parallel", "llama_server", "llama_cpp")
+LOCAL_SERVERS = ("llama_server",)
 
 
 class ConfigError(ValueError):
@@ -72,11 +72,11 @@ class Config:
     temperature: float = _f(1.0, "Sampling temperature of synthetic generation.")
     top_p: float = _f(1.0, "Nucleus sampling of synthetic generation.")
     max_tokens: int = _f(96, "Maximum new tokens per synthetic response.")
-    concurrency: int = _f(2, "Concurrent API requests (the local parallel server decodes this many together).")
-    local_server: str = _f("parallel", "Which local llama.cpp server answers when api_base_url is empty: parallel "
-                                       "(simlib's, decodes concurrent requests in one batch), llama_server "
-                                       "(llama.cpp's own, continuous batching) or llama_cpp (llama-cpp-python's, "
-                                       "one request at a time). Joins generation cache keys.",
+    concurrency: int = _f(2, "Replies in flight (a post's replies in one style go as one request with n; the "
+                             "local server decodes this many together).")
+    local_server: str = _f("llama_server", "Which local llama.cpp server answers when api_base_url is empty: "
+                                           "llama_server (llama.cpp's own, continuous batching; the only one since "
+                                           "it outran simlib's own server). Joins generation cache keys.",
                            choices=LOCAL_SERVERS)
     use_batch_api: bool = _f(False, "Use the OpenAI Batch API (paper scale) instead of live requests.")
     # --- diversity ---------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_unknown_name_lists_valid_names_and_suggests():
     ("use_lora", "maybe", "expected true/false"),
     ("inference_dtype", "float16", "inference_dtype must be float32, bfloat16 or auto"),
     ("bf16", "sometimes", "parameter bf16: expected true/false"),
-    ("local_server", "vllm", "local_server must be one of parallel, llama_server, llama_cpp"),
+    ("local_server", "vllm", "local_server must be one of llama_server"),
 ])
 def test_bad_values_fail_quoting_the_value(name, value, fragment):
     with pytest.raises(ConfigError, match=None) as exc:

@@ -1,6 +1,6 @@
 """Tests of simlib.generate against a local stub of the OpenAI API (tests/stub_openai.py).
 
-Everything binds 127.0.0.1. The only slow test starts the real llama-cpp server with SmolLM2.
+Everything binds 127.0.0.1. The real llama-server is tested in tests/test_llama_server.py.
 """
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ from simlib.generate import (  # noqa: E402
 )
 from simlib.generate import batch as gbatch  # noqa: E402
 from simlib.generate import prompts as gprompts  # noqa: E402
-from simlib.generate.server import LocalServer, LocalServerError  # noqa: E402
 from simlib.lm.weights import smollm2_gguf  # noqa: E402
 from simlib.text import truncate_post  # noqa: E402
 
@@ -447,8 +446,11 @@ def test_smollm2_gguf_found():
 
 
 def test_f16_copy_holds_the_shipped_weights(tmp_path, monkeypatch):
-    """The parallel server's 16-bit GGUF: the package's Q4_1 values, to within float16 rounding."""
-    pytest.importorskip("llama_cpp")
+    """llama-server's 16-bit GGUF: the package's Q4_1 values, to within float16 rounding."""
+    from simlib.lm.weights import llama_quantize_binary
+
+    if llama_quantize_binary() is None:
+        pytest.skip("llama-quantize is not built (make llama-server)")
     import numpy as np
     from gguf import GGMLQuantizationType, GGUFReader
     from gguf.quants import dequantize
@@ -471,61 +473,3 @@ def test_f16_copy_holds_the_shipped_weights(tmp_path, monkeypatch):
         assert not np.array_equal(got, np.zeros_like(got))
         checked += 1
     assert checked == 3
-
-
-def test_local_server_default_weights():
-    par, one = LocalServer(backend="parallel"), LocalServer(backend="llama_cpp")
-    assert par.model_path.name == "SmolLM2-135M-Instruct.F16.gguf" and one.model_path == smollm2_gguf()
-    assert par.model != one.model  # different weights: their replies never share a cache key
-
-
-def _fake_llama_pkg(tmp_path: Path, main_body: str) -> Path:
-    pkg = tmp_path / "fake" / "llama_cpp" / "server"
-    pkg.mkdir(parents=True)
-    (pkg.parent / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("")
-    (pkg / "__main__.py").write_text(main_body)
-    return tmp_path / "fake"
-
-
-def test_local_server_death_reports_log_tail(tmp_path, monkeypatch):
-    fake = _fake_llama_pkg(tmp_path, "import sys\nprint('fatal: cannot load model XYZ', file=sys.stderr)\nsys.exit(3)\n")
-    monkeypatch.setenv("PYTHONPATH", str(fake))
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"not a model")
-    with pytest.raises(LocalServerError) as ei:
-        with LocalServer(model, startup_timeout=20):
-            pass
-    assert "cannot load model XYZ" in str(ei.value) and "code 3" in str(ei.value)
-
-
-def test_local_server_startup_timeout_kills_process(tmp_path, monkeypatch):
-    fake = _fake_llama_pkg(tmp_path, "import time\nprint('loading...', flush=True)\ntime.sleep(60)\n")
-    monkeypatch.setenv("PYTHONPATH", str(fake))
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"x")
-    srv = LocalServer(model, startup_timeout=1.0, stop_timeout=2.0)
-    with pytest.raises(LocalServerError) as ei:
-        srv.start()
-    assert "loading..." in str(ei.value) and srv.proc is None
-
-
-@pytest.mark.slow
-def test_local_server_smollm2_end_to_end(tmp_path):
-    posts = [POST, NON_AITA]
-    t0 = time.monotonic()
-    with LocalServer() as srv:
-        assert srv.base_url.startswith("http://127.0.0.1:")
-        rs = make_requests(posts[:1], ["plain", "humanlike"], 2, srv.model, max_tokens=24, seed=1)
-        store = tmp_path / "s.jsonl"
-        rep = generate(rs, store, srv.base_url, concurrency=1, timeout=60, progress=False)
-        assert rep.n_ok == 4 and rep.n_failed == 0, rep
-        df = load_store(store)
-        assert len(df) == 4 and (df["text"].str.len() > 0).all()
-        assert (df["completion_tokens"] <= 24 + 1).all()  # llama-cpp may count the stop token too
-        # the same seed gives the same text (seed is honoured per request)
-        rep2 = generate(rs[:1], tmp_path / "again.jsonl", srv.base_url, progress=False, timeout=60)
-        assert rep2.n_ok == 1
-        assert load_store(tmp_path / "again.jsonl")["text"][0] == df.set_index("key").loc[rs[0].key, "text"]
-        assert "chat_template" in srv.log_tail(200_000) or "chatml" in srv.log_tail(200_000)
-    assert time.monotonic() - t0 < 60

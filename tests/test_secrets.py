@@ -124,12 +124,10 @@ def test_local_server_gets_no_key(tmp_path, canary, monkeypatch):
     """The llama.cpp server needs no key: it is removed from the server's environment and log."""
     from simlib.generate.server import LocalServer, LocalServerError
 
-    fake = tmp_path / "fake" / "llama_cpp" / "server"
-    fake.mkdir(parents=True)
-    (fake.parent / "__init__.py").write_text("")
-    (fake / "__init__.py").write_text("")
-    (fake / "__main__.py").write_text("import json, os, sys\nprint(json.dumps(dict(os.environ)))\nsys.exit(3)\n")
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fake"))
+    fake = tmp_path / "llama-server"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\nprint(json.dumps(dict(os.environ)))\nsys.exit(3)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("SIMLIB_LLAMA_SERVER", str(fake))
     model = tmp_path / "m.gguf"
     model.write_bytes(b"x")
     log = tmp_path / "logs" / "llama-server.log"
@@ -137,7 +135,7 @@ def test_local_server_gets_no_key(tmp_path, canary, monkeypatch):
     with pytest.raises(LocalServerError) as exc:
         with LocalServer(model, startup_timeout=20, log_path=log):
             pass
-    assert "PYTHONPATH" in log.read_text()  # the fake did dump its environment
+    assert "SIMLIB_LLAMA_SERVER" in log.read_text()  # the fake did dump its environment
     assert "OPENAI_API_KEY" not in log.read_text() and canary not in str(exc.value)
     assert files_holding(tmp_path) == []
 

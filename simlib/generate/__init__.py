@@ -7,11 +7,11 @@ Typical use::
     from simlib.generate import make_requests, generate, load_store, LocalServer
 
     reqs = make_requests(posts, ["plain", "humanlike"], n_samples=5, model=None, max_tokens=64)
-    with LocalServer() as srv:
+    with LocalServer(slots=4) as srv:
         report = generate(reqs, "data/gen/smollm2.jsonl", srv.base_url, srv.model, concurrency=1)
     df = load_store("data/gen/smollm2.jsonl")
 
-Importing this package needs neither llama-cpp-python nor a network; ``openai`` is imported
+Importing this package needs neither llama.cpp nor a network; ``openai`` is imported
 when a run starts.
 """
 from __future__ import annotations

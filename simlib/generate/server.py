@@ -1,50 +1,28 @@
-"""A local OpenAI-compatible server (llama.cpp) serving SmolLM2-135M-Instruct.
+"""The local OpenAI-compatible server: llama.cpp's own ``llama-server`` serving SmolLM2-135M-Instruct.
 
-``with LocalServer() as srv: generate(reqs, store, srv.base_url, srv.model, concurrency=srv.slots)``
+``with LocalServer(slots=6) as srv: generate(reqs, store, srv.base_url, srv.model, concurrency=srv.slots)``
 
-:class:`LocalServer` runs one of three servers on ``127.0.0.1`` and a free port, waits until
-``GET /v1/models`` answers (raising, with the tail of the server log, if the process dies or the
-wait times out), and stops it on exit (SIGTERM, then SIGKILL after a grace period):
+:class:`LocalServer` runs ``llama-server`` (:func:`llama_server_binary`, built by ``make models`` from
+the llama.cpp vendored in the pinned llama-cpp-python sdist) on ``127.0.0.1`` and a free port, waits
+until ``GET /v1/models`` answers (raising, with the tail of the server log, if the process dies or the
+wait times out), and stops it on exit (SIGTERM, then SIGKILL after a grace period). It decodes up to
+``slots`` sequences together (continuous batching) on the 16-bit copy of the shipped weights
+(:func:`simlib.lm.weights.smollm2_gguf_f16`), sampling with top-k 40, min-p 0.05 and a repetition
+penalty of 1.1 over 64 tokens (:data:`LLAMA_SERVER_SAMPLING`, llama-cpp-python's server defaults, which
+the book's replies were sampled with before).
 
-* ``backend="llama_cpp"``: ``python -m llama_cpp.server`` (llama-cpp-python 0.3.x, the ``server``
-  extra), one completion at a time;
-* ``backend="parallel"``: ``python -m simlib.generate.parallel_server`` on the same library, which
-  decodes up to ``slots`` concurrent requests in one batch and shares their prompt prefix (send
-  ``slots`` requests at once). It samples with llama-cpp-python's default chain, but a seed does
-  not give the same text on both, so the two answer under different model names
-  (:func:`model_alias`) and their replies never share a cache key. By default it serves the
-  16-bit copy of the shipped weights (:func:`simlib.lm.weights.smollm2_gguf_f16`), the other the shipped Q4_1 file;
-* ``backend="llama_server"``: llama.cpp's own ``llama-server`` (:func:`llama_server_binary`, built by
-  ``make models`` from the llama.cpp vendored in the pinned llama-cpp-python), ``slots`` sequences
-  with continuous batching, on the same 16-bit weights and the parallel server's sampling settings
-  (top-k 40, min-p 0.05, repetition penalty 1.1 over 64 tokens; see :data:`LLAMA_SERVER_SAMPLING`).
-
-Notes for llama-cpp-python 0.3.36 (its own server):
-
-* the chat template is read from the GGUF metadata (``tokenizer.chat_template``; SmolLM2
-  ships a ChatML template, which llama-cpp-python recognises as ``chatml``); pass
-  ``chat_format="chatml"`` to force it;
-* the server handles one completion at a time (a global lock around the model); there is no
-  ``--n_parallel``, so client concurrency above 1-2 only queues requests;
-* per-request ``seed`` and ``temperature``/``top_p`` are honoured; ``n`` is not (one choice),
-  so send one request per sample;
-* ``--logits_all`` defaults to True in the server settings, which computes logits for every
-  prompt token; we turn it off (much faster prompt processing, nothing lost for chat);
-* ``n_threads`` defaults to the number of cores minus one (see :func:`default_threads`);
-* ``--use_mlock`` defaults to True and only warns in containers without the capability; we
-  turn it off.
-
-Notes for ``llama-server`` (the same llama.cpp release):
+Notes for this ``llama-server`` release:
 
 * the chat template is llama.cpp's built-in ChatML (``--chat-template chatml``, the format of
-  SmolLM2's own template without its default system message, as llama-cpp-python formats it);
+  SmolLM2's own template without its default system message);
 * per-request ``seed``, ``temperature``, ``top_p``, ``max_tokens``, ``stop`` and ``n`` are honoured:
-  choice ``j`` of a request is seeded ``seed + j`` and copies the prompt's cache from choice 0
-  (``usage`` then counts choice 0's tokens only). The client sends one request per sample instead,
-  seeded ``seed + i`` (:func:`simlib.generate.make_requests`), so each slot reads its own copy of a
-  post's prompt (the parallel server copies it between them);
-* its repetition penalty also counts the prompt's last tokens, so a seed gives other text than on
-  the parallel server (another model name).
+  choice ``j`` of a request is seeded ``seed + j`` and copies the prompt's cache from choice 0, so the
+  client sends a post's samples as one request (:mod:`simlib.generate.grouping`); a request with ``n``
+  waits until ``n`` slots are free, and its ``usage`` counts choice 0's tokens only;
+* its threads spin for a while when they run out of work (``--poll``); on a CPU shared with other
+  jobs that spinning takes cores they need (:data:`DEFAULT_POLL`, measured in
+  ``benchmarks/results/llama_server_contention.json``);
+* its repetition penalty also counts the prompt's last tokens.
 """
 from __future__ import annotations
 
@@ -61,16 +39,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from simlib.config import LOCAL_SERVERS
-from simlib.lm.weights import smollm2_gguf, smollm2_gguf_f16
+from simlib.lm.weights import smollm2_gguf_f16
 
-__all__ = ["SMOLLM2_MODEL", "free_port", "default_threads", "LocalServer", "model_alias",
+__all__ = ["SMOLLM2_MODEL", "DEFAULT_POLL", "free_port", "default_threads", "LocalServer", "model_alias",
            "LocalServerError", "llama_server_binary"]
 
 SMOLLM2_MODEL = "smollm2-135m-instruct"
 BACKENDS = LOCAL_SERVERS
-# llama-server's sampler settings: the parallel server's (llama-cpp-python's server defaults), so
-# replies are sampled alike; llama-server's own repetition penalty default is 1.0 (off).
+# llama-server's sampler settings: llama-cpp-python's server defaults, which the book sampled with before;
+# llama-server's own repetition penalty default is 1.0 (off).
 LLAMA_SERVER_SAMPLING = ("--top-k", "40", "--min-p", "0.05", "--repeat-penalty", "1.1", "--repeat-last-n", "64")
+# --poll of both thread pools (0-100: how long idle threads spin before they sleep; None: llama.cpp's 50).
+DEFAULT_POLL: int | None = None
 
 
 def _check_backend(backend: str) -> None:
@@ -78,11 +58,11 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def model_alias(backend: str = "parallel") -> str:
-    """The name SmolLM2 answers under on ``backend``: what requests carry and cache keys hash."""
+def model_alias(backend: str = "llama_server") -> str:
+    """The name SmolLM2 answers under on ``backend``: what requests carry and cache keys hash (earlier
+    servers answered under other names, so their cached replies are never mixed with these)."""
     _check_backend(backend)
-    return {"llama_cpp": SMOLLM2_MODEL, "parallel": f"{SMOLLM2_MODEL}-f16-parallel",
-            "llama_server": f"{SMOLLM2_MODEL}-f16-llama-server"}[backend]
+    return f"{SMOLLM2_MODEL}-f16-llama-server"
 
 
 _alias = model_alias  # LocalServer's parameter of that name shadows the function
@@ -132,7 +112,7 @@ def _tail(path: Path, n_bytes: int = 4000) -> str:
 
 
 class LocalServer:
-    """Context manager around a local server process (``backend``: see the module docstring).
+    """Context manager around a ``llama-server`` process (see the module docstring).
 
     Attributes once started: ``base_url`` (``http://127.0.0.1:<port>/v1``), ``model`` (the
     alias to send as ``model``), ``port``, ``log_path`` (server stdout+stderr), ``proc``.
@@ -151,17 +131,14 @@ class LocalServer:
         stop_timeout: float = 10.0,
         log_path: str | os.PathLike | None = None,
         extra_args: Sequence[str] = (),
-        python: str | None = None,
-        backend: str = "llama_cpp",
+        backend: str = "llama_server",
         slots: int = 8,
-        poll: int | None = None,
+        poll: int | None = DEFAULT_POLL,
     ):
         _check_backend(backend)
-        self.backend, self.slots = backend, (1 if backend == "llama_cpp" else slots)
-        # the batching servers decode several sequences a step, where 16-bit kernels are faster;
-        # one-at-a-time decoding is fastest on the shipped 4-bit file
-        default = smollm2_gguf if backend == "llama_cpp" else smollm2_gguf_f16
-        self.model_path = Path(model_path) if model_path is not None else default()
+        self.backend, self.slots = backend, slots
+        # several sequences decode in one step, where llama.cpp's 16-bit kernels beat its 4-bit ones
+        self.model_path = Path(model_path) if model_path is not None else smollm2_gguf_f16()
         self.model = model_alias or (_alias(backend) if model_path is None else self.model_path.stem)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
@@ -171,7 +148,6 @@ class LocalServer:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
-        self.python = python or sys.executable
         self._own_log = log_path is None
         self.log_path = Path(log_path) if log_path else None
         self.port: int | None = None
@@ -185,34 +161,6 @@ class LocalServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self) -> list[str]:
-        if self.backend == "parallel":
-            cmd = [self.python, "-m", "simlib.generate.parallel_server", "--model", str(self.model_path),
-                   "--model_alias", self.model, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--slots", str(self.slots), "--n_threads", str(self.n_threads)]
-            if self.seed is not None:
-                cmd += ["--seed", str(self.seed)]
-            return cmd + self.extra_args
-        if self.backend == "llama_server":
-            return self._llama_server_command()
-        cmd = [
-            self.python, "-m", "llama_cpp.server",
-            "--model", str(self.model_path),
-            "--model_alias", self.model,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads),
-            "--logits_all", "False",
-            "--use_mlock", "False",
-        ]
-        if self.chat_format:
-            cmd += ["--chat_format", self.chat_format]
-        if self.seed is not None:
-            cmd += ["--seed", str(self.seed)]
-        return cmd + self.extra_args
-
-    def _llama_server_command(self) -> list[str]:
         cmd = [str(llama_server_binary()), "--model", str(self.model_path), "--alias", self.model,
                "--host", "127.0.0.1", "--port", str(self.port),
                "--parallel", str(self.slots), "--cont-batching",
@@ -280,8 +228,7 @@ class LocalServer:
             time.sleep(0.25)
 
     def _name(self) -> str:
-        return {"llama_cpp": "llama_cpp.server", "parallel": "simlib.generate.parallel_server",
-                "llama_server": "llama-server"}[self.backend]
+        return "llama-server"
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

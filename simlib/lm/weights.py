@@ -177,39 +177,62 @@ def quiet_llama_log(L: Any) -> None:
     L.llama_log_set(cb, ctypes.c_void_p(0))
 
 
+def llama_quantize_binary() -> Path | None:
+    """llama.cpp's ``llama-quantize``, built with ``llama-server`` by ``make models`` into ``.venv/bin``
+    (``$SIMLIB_LLAMA_QUANTIZE`` names another); None when it is not built."""
+    env = os.environ.get("SIMLIB_LLAMA_QUANTIZE")
+    path = Path(env) if env else Path(sys.executable).parent / "llama-quantize"
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
 def smollm2_gguf_f16() -> Path:
-    """SmolLM2's shipped Q4_1 weights written once as a 16-bit GGUF (the parallel server's default).
+    """SmolLM2's shipped Q4_1 weights written once as a 16-bit GGUF (the local server's weights).
 
     The values are the package's own, dequantised (each ``d * q + m`` rounded to float16, an error
     of about 5e-4 of a weight, far below the 4-bit quantisation step): the same network the
-    ``transformers`` policy and scorer load. On an AVX2 CPU llama.cpp's F16 kernels read prompts
-    and decode batches faster than its Q4_1 kernels (``benchmarks/bench_generate.py``), which the
-    book's long, mostly unshared remedy prompts need. Written
-    under the model cache (``$SIMLIB_MODEL_CACHE``) by llama.cpp's own quantiser, atomically.
+    ``transformers`` policy and scorer load. llama.cpp's F16 kernels read prompts and decode batches
+    faster than its Q4_1 kernels here. Written under the model cache (``$SIMLIB_MODEL_CACHE``) by
+    llama.cpp's own quantiser (``llama-quantize``, or llama-cpp-python's binding of it where that is
+    installed), atomically.
     """
     target = cache_root() / "gguf" / "SmolLM2-135M-Instruct.F16.gguf"
     if target.is_file():
         return target
-    import llama_cpp as L
-
-    quiet_llama_log(L)  # the quantiser logs a line per tensor
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
-    params = L.llama_model_quantize_default_params()
-    params.ftype, params.allow_requantize, params.nthread = L.LLAMA_FTYPE_MOSTLY_F16, True, 1
-    rc = L.llama_model_quantize(str(smollm2_gguf()).encode(), str(tmp).encode(), ctypes.byref(params))
+    tool = llama_quantize_binary()
+    if tool is not None:
+        import subprocess
+
+        proc = subprocess.run([str(tool), "--allow-requantize", str(smollm2_gguf()), str(tmp), "F16", "1"],
+                              capture_output=True, text=True)
+        rc, why = proc.returncode, proc.stderr[-1500:]
+    elif importlib.util.find_spec("llama_cpp") is not None:
+        rc, why = _quantize_with_binding(tmp), ""
+    else:
+        raise FileNotFoundError("llama-quantize not found beside this Python (`make llama-server` builds it; "
+                                "$SIMLIB_LLAMA_QUANTIZE names another): it writes the local server's 16-bit weights")
     if rc != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp could not write {target.name} (llama_model_quantize returned {rc})")
+        raise RuntimeError(f"llama.cpp could not write {target.name} (quantiser returned {rc}) {why}")
     os.replace(tmp, target)
     return target
 
 
+def _quantize_with_binding(tmp: Path) -> int:
+    import llama_cpp as L
+
+    quiet_llama_log(L)  # the quantiser logs a line per tensor
+    params = L.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = L.LLAMA_FTYPE_MOSTLY_F16, True, 1
+    return L.llama_model_quantize(str(smollm2_gguf()).encode(), str(tmp).encode(), ctypes.byref(params))
+
+
 def provision(names: tuple[str, ...] = tuple(LOCAL_MODELS)) -> dict[str, str]:
     """Resolve (and convert once) every local model, and the local server's 16-bit SmolLM2 GGUF
-    where llama-cpp-python is installed; what ``make models`` runs."""
+    where llama.cpp's quantiser is built; what ``make models`` runs."""
     out = {n: resolve(n) for n in names}
-    if importlib.util.find_spec("llama_cpp") is not None:
+    if llama_quantize_binary() is not None or importlib.util.find_spec("llama_cpp") is not None:
         out["smollm2-f16-gguf"] = str(smollm2_gguf_f16())
     return out
 

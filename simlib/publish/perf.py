@@ -136,8 +136,8 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
                   gen.get("speedup_parallel_vs_llama_cpp_samples"), "x"),
                  ("generation: parallel vs transformers serve with continuous batching (x)",
                   gen.get("speedup_vs_transformers_cb_samples"), "x")]
-        for side, label in (("parallel", "parallel llama.cpp (the book's)"), ("llama_cpp", "llama-cpp-python server"),
-                            ("transformers", "transformers serve")):
+        for side, label in (("llama_server", "llama-server (the book's)"), ("parallel", "simlib's parallel llama.cpp (retired)"),
+                            ("llama_cpp", "llama-cpp-python server (retired)"), ("transformers", "transformers serve")):
             rows.append((f"generation: {label}, a post's replies (tokens/s)",
                          ((gen.get(side) or {}).get("samples") or {}).get("median_tok_per_s"), ""))
     grpo = _result(results, "grpo")
@@ -234,3 +234,9 @@ def machine_line(results: dict | None) -> str:
     if m.get("git_commit"):
         parts.append(f"commit {m['git_commit'][:7]}{' (with local changes)' if m.get('git_dirty') else ''}")
     return "; ".join(parts)
+
+
+def generation_server(results: dict | None) -> str:
+    """Which server the generation benchmark of ``results`` measured as the book's (it changed with issue 29)."""
+    gen = (_result(results, "generate") if results else None) or {}
+    return "llama.cpp's llama-server" if gen.get("llama_server") else "simlib's parallel server (since retired)"

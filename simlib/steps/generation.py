@@ -38,8 +38,8 @@ def openai_endpoint(cfg: Config):
     if cfg.generator != "smollm2-135m":
         raise ValueError(f"the local server serves smollm2-135m only; generator is {cfg.generator!r} "
                          "(set api_base_url to use another model)")
-    # All cores: while the server generates, the notebook kernel only waits for it. The parallel
-    # server decodes cfg.concurrency requests together: one slot for each request in flight.
+    # llama-server decodes cfg.concurrency replies together (a post's replies come as one request with
+    # n); its threads and polling are the setting measured best beside a competing process.
     with LocalServer(seed=cfg.seed, n_threads=os.cpu_count(), log_path=cfg.path("logs", "llama-server.log"),
                      backend=cfg.local_server, slots=cfg.concurrency) as srv:
         yield Endpoint(srv.base_url, srv.model, srv)
