@@ -49,6 +49,10 @@ def test_command_line(tmp_path, monkeypatch):
     assert arg("--parallel") == "6" and srv.slots == 6  # one slot per request in flight
     assert arg("--ctx-size") == str(6 * 1024) and arg("--seed") == "3" and arg("--chat-template") == "chatml"
     assert arg("--threads") == arg("--threads-batch") == "2" and arg("--model") == str(model)
+    assert arg("--poll") == arg("--poll-batch") == "0"  # no spinning by default: the CPU is shared
+    other = LocalServer(model, slots=2, poll=None)
+    other.port = 1
+    assert "--poll" not in other.command()
     assert " ".join(LLAMA_SERVER_SAMPLING) in " ".join(cmd)
 
 

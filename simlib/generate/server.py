@@ -50,7 +50,8 @@ BACKENDS = LOCAL_SERVERS
 # llama-server's own repetition penalty default is 1.0 (off).
 LLAMA_SERVER_SAMPLING = ("--top-k", "40", "--min-p", "0.05", "--repeat-penalty", "1.1", "--repeat-last-n", "64")
 # --poll of both thread pools (0-100: how long idle threads spin before they sleep; None: llama.cpp's 50).
-DEFAULT_POLL: int | None = None
+# 0: spinning takes a core that other jobs on a shared machine need (benchmarks/results/llama_server_contention.json).
+DEFAULT_POLL: int | None = 0
 
 
 def _check_backend(backend: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 
 import pandas as pd
 
@@ -34,13 +33,15 @@ def openai_endpoint(cfg: Config):
         yield Endpoint(cfg.api_base_url, cfg.generator)
         return
     from simlib.generate import LocalServer
+    from simlib.generate.server import default_threads
 
     if cfg.generator != "smollm2-135m":
         raise ValueError(f"the local server serves smollm2-135m only; generator is {cfg.generator!r} "
                          "(set api_base_url to use another model)")
     # llama-server decodes cfg.concurrency replies together (a post's replies come as one request with
-    # n); its threads and polling are the setting measured best beside a competing process.
-    with LocalServer(seed=cfg.seed, n_threads=os.cpu_count(), log_path=cfg.path("logs", "llama-server.log"),
+    # n). One core fewer than the machine has, and no spinning (the server's default): measured best beside
+    # a competing process.
+    with LocalServer(seed=cfg.seed, n_threads=default_threads(), log_path=cfg.path("logs", "llama-server.log"),
                      backend=cfg.local_server, slots=cfg.concurrency) as srv:
         yield Endpoint(srv.base_url, srv.model, srv)
 
