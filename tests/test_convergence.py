@@ -232,7 +232,9 @@ def test_synthetic_t1_asks_for_temperature_one_and_is_cached(tmp_path):
         assert steps.t1_sizes(cfg) == {"styles": ["plain"], "samples": 2, "extra": True}
         out = steps.synthetic_t1(cfg, posts)
         assert len(out) == 4 and set(out["source"]) == {"plain"} and (out["temperature"] == 1.0).all()
-        assert len(stub.state.requests) == 4 and all(b["temperature"] == 1.0 for b in stub.state.requests)
+        # a post's two samples go as one request with n = 2
+        assert [b.get("n") for b in stub.state.requests] == [2, 2]
+        assert all(b["temperature"] == 1.0 for b in stub.state.requests)
         steps.synthetic_t1(cfg, posts)
-        assert len(stub.state.requests) == 4  # cached in generations.jsonl, keyed by temperature
+        assert len(stub.state.requests) == 2  # cached in generations.jsonl, keyed by temperature
     assert not steps.t1_sizes(config.load("smoke", {"temperature": 1.0}))["extra"]
