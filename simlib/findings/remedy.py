@@ -73,18 +73,28 @@ def _mean(xs: list) -> float:
 
 
 def measure_table(per_post: pd.DataFrame, responses: pd.DataFrame, scores: pd.DataFrame,
-                  labels: pd.DataFrame | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+                  labels: pd.DataFrame | None = None, n_boot: int = 2000, seed: int = 0,
+                  posts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every measure for every source, long format: ``source, measure, mean, lo, hi, n_posts``.
 
     ``per_post``: :func:`simlib.measures.diversity.per_post_diversity` of ``responses`` (post_id, source,
     text); ``scores``: :func:`simlib.steps.logprob_scores` rows (post_id, source, mean_logprob);
     ``labels``: judge labels with post_id, source and label (``unparsed`` counts as no label).
+    With ``posts``, the verdict measures read only the posts that ask for a verdict
+    (:func:`simlib.measures.aita.verdict_posts`) and are left out where none does.
     """
-    rows = summarise(per_post, MEASURES, n_boot=n_boot, seed=seed).to_dict("records")
-    v = responses.assign(verdict=responses["text"].map(parse_verdict))
-    rows += _pooled_rows(v, "verdict", "verdict_entropy_pooled", _entropy, n_boot, seed)
-    rows += _pooled_rows(v.assign(none=v["verdict"].isna().astype(float)), "none", "no_verdict",
-                         _mean, n_boot, seed)
+    from simlib.findings.gap import verdict_measures_where_asked
+    from simlib.measures.aita import verdict_rows
+
+    if posts is not None:
+        per_post, responses = verdict_measures_where_asked(per_post, posts), verdict_rows(responses, posts)
+    measures = [m for m in MEASURES if m != "verdict_entropy" or per_post[m].notna().any()]
+    rows = summarise(per_post, measures, n_boot=n_boot, seed=seed).to_dict("records")
+    if len(responses):
+        v = responses.assign(verdict=responses["text"].map(parse_verdict))
+        rows += _pooled_rows(v, "verdict", "verdict_entropy_pooled", _entropy, n_boot, seed)
+        rows += _pooled_rows(v.assign(none=v["verdict"].isna().astype(float)), "none", "no_verdict",
+                             _mean, n_boot, seed)
     if labels is not None and len(labels):
         lab = labels.assign(label=labels["label"].where(labels["label"] != "unparsed"))
         rows += _pooled_rows(lab, "label", "register_entropy", _entropy, n_boot, seed)
