@@ -30,10 +30,10 @@ def responses_table(real: pd.DataFrame, synthetic: pd.DataFrame, n_per_group: in
     full = out.groupby("post_id")["source"].nunique()
     keep = full[full == out["source"].nunique()].index
     out = out[out["post_id"].isin(keep)].reset_index(drop=True)
-    if out.empty and not both.empty:
-        raise ValueError(f"no post has n_per_group={n_per_group} non-empty replies from every source "
-                         f"({', '.join(sorted(both['source'].unique()))}): lower n_per_group, or raise n_samples "
-                         "(synthetic replies per post) or min_responses (real replies per post)")
+    lost = sorted(set(both["source"]) - set(out["source"]))
+    if lost:  # a source with no post at n_per_group would vanish from every comparison without a word
+        raise ValueError(f"no post has n_per_group={n_per_group} non-empty replies from {', '.join(lost)}: lower "
+                         "n_per_group, or raise n_samples (synthetic replies per post) or min_responses (real ones)")
     return out
 
 
@@ -166,9 +166,10 @@ def gap_effect(per_post: pd.DataFrame, styles=("plain", "humanlike"), reference:
     """Per post, the mean over ``styles`` of ``measure[style] - measure[reference]`` (posts where
     no style has a value are dropped): above 0 = synthetic replies more alike than real ones."""
     wide = per_post.pivot_table(index="post_id", columns="source", values=measure, aggfunc="mean")
-    if reference not in wide.columns:
+    present = [s for s in styles if s in wide.columns]
+    if reference not in wide.columns or not present:  # e.g. no reply of any style passed the quality gate
         return pd.Series(dtype=float)
-    d = pd.concat([wide[s] - wide[reference] for s in styles if s in wide.columns], axis=1)
+    d = pd.concat([wide[s] - wide[reference] for s in present], axis=1)
     return d.mean(axis=1, skipna=True).dropna()
 
 
