@@ -58,8 +58,9 @@ def names(subreddits) -> str:
 
 def _none_reason(sc: VerdictScope) -> str:
     # why a run has no verdicts: its subreddits' posts ask no one to judge the poster
-    return (f"none of the {sc.n_posts} posts of {_subs(sc)} asks readers to judge the poster, so no reply states "
-            "a verdict")
+    whose = "its" if len(sc.without) <= 1 else "their"
+    posts = f"{sc.n_posts} post asks" if sc.n_posts == 1 else f"{sc.n_posts} posts ask"
+    return f"{whose} {posts} no one to judge the poster, so no reply states a verdict"
 
 
 def _subs(sc: VerdictScope) -> str:
@@ -80,13 +81,22 @@ def _only(sc: VerdictScope) -> str:
             f" They are read only on the {sc.n} of {sc.n_posts} posts that ask for one.")
 
 
-def verdict_reading(table: pd.DataFrame, sc: VerdictScope, fmt=lambda x: "n/a" if x != x else f"{x:.2f}") -> str:
+def _num(x: float, spec: str) -> str:
+    # an undefined statistic (no verdicts, one label only) reads as "n/a", not "nan"
+    return "n/a" if x != x else format(x, spec)
+
+
+def verdict_reading(table: pd.DataFrame, sc: VerdictScope) -> str:
     """The paragraph after the verdict chart: entropy and no-verdict shares per source, or why
     there is no chart. ``table``: :func:`simlib.findings.gap.verdict_table` of the verdict posts."""
-    if not sc.applies or table.empty:
+    if sc.applies and table.empty:
+        return (f"No reply to the {sc.n} posts that ask for a verdict reached the comparison, so there are no verdict "
+                "shares to show.")
+    if not sc.applies:
         return (f"{_has(sc)} no verdicts to count: {_none_reason(sc)}, and the verdict "
                 "shares and their entropy are left out of this chapter.")
-    ent = {s: fmt(float(table.loc[s, "entropy_bits"])) if s in table.index else "n/a" for s in ("real", "plain", "humanlike")}
+    ent = {s: _num(float(table.loc[s, "entropy_bits"]), ".2f") if s in table.index else "n/a"
+           for s in ("real", "plain", "humanlike")}
     none = {s: f"{float(table.loc[s].get('none', 0.0)) * 100:.0f}" if s in table.index else "n/a"
             for s in ("real", "plain", "humanlike")}
     return ("Verdicts are parsed from the reply text by a rule (an acronym or its spelled-out form; the first one "
@@ -104,13 +114,22 @@ def judge_reading(val: dict, sc: VerdictScope, valid: bool) -> str:
     if not val["n"]:
         return (f"No real reply to the {sc.n} posts that ask for a verdict states one, so there is nothing to "
                 "validate the judge against (more posts, n_posts, would give some); the judge labels nothing here.")
-    pct = lambda k: f"{val[k] * 100:.0f}"  # noqa: E731
+    pct = lambda k: _num(val[k] * 100, ".0f")  # noqa: E731
+    kap = lambda k: _num(val[k], ".2f")  # noqa: E731
     return (f"Real replies that state a verdict are free ground truth. On {val['n']} of them (from {val['n_posts']} "
             f"posts), with the verdict masked, the judge's stance matches the stated verdict {pct('accuracy')}% of "
             f"the time (95% CI {pct('acc_lo')}–{pct('acc_hi')}%, bootstrap over posts); always answering the most "
             f"common verdict, {val.get('majority_label', 'n/a')}, would score {pct('majority')}%. Cohen's kappa is "
-            f"{val['kappa']:.2f} (95% CI {val['kappa_lo']:.2f} to {val['kappa_hi']:.2f}): the judge "
-            f"{'reads' if valid else 'does not read'} stance beyond chance.{_only(sc)}")
+            f"{kap('kappa')} (95% CI {kap('kappa_lo')} to {kap('kappa_hi')}): the judge "
+            f"{'reads' if valid else 'does not read'} stance beyond chance.{_judged_on(sc)}")
+
+
+def _judged_on(sc: VerdictScope) -> str:
+    # a mixed run: the judge is validated on the verdict posts only
+    if sc.n == sc.n_posts:
+        return ""
+    others = f" ({names(sc.without)} asks for none)" if sc.without else ""
+    return f" It is validated on the {sc.n} of {sc.n_posts} posts that ask for a verdict{others}."
 
 
 def judge_use(valid: bool, sc: VerdictScope) -> str:
@@ -138,8 +157,7 @@ def judge_summary(val: dict, sc: VerdictScope, valid: bool) -> str:
     if not sc.applies:
         return f"With no verdicts on {_subs(sc)}, the judge was neither validated nor used."
     reads = "reads" if valid else "does not read"
-    kappa = "n/a" if val["kappa"] != val["kappa"] else f"{val['kappa']:.2f}"
-    return f"The judge {reads} stance beyond chance (kappa {kappa}), and its register labels are not validated."
+    return f"The judge {reads} stance beyond chance (kappa {_num(val['kappa'], '.2f')}), and its register labels are not validated."
 
 
 def humanlike_note(sc: VerdictScope) -> str:
