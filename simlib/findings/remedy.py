@@ -198,3 +198,47 @@ def remedy_verdicts(per_post: pd.DataFrame, styles: Sequence[str], margin: float
                      "style - real": float(diff.mean()), "90% CI": f"[{lo90:+.3g}, {hi90:+.3g}]",
                      "closes the gap (TOST)": verdicts.tost(lo90, hi90, margin), "verdict": v.verdict})
     return out, pd.DataFrame(rows).set_index("style")
+
+
+# --------------------------------------------------------------------------- sentences for any remedy_styles
+def _styles_text(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else "; ".join(parts[:-1]) + "; and " + parts[-1] if parts else ""
+
+
+def ranking_reading(ranks: pd.DataFrame, styles: Sequence[str]) -> str:
+    """The ranking paragraph's numbers, one clause per style of this run (any subset of the new styles).
+
+    >>> r = pd.DataFrame({"measure": ["m", "m"], "source": ["persona", "plain"], "closer_than_baselines": [True, False],
+    ...                   "overlaps": [True, False]})
+    >>> ranking_reading(r, ["persona"])
+    'Over the 1 measures where real replies have a value, persona is closer to real than both original styles on 1 and its interval overlaps the real one on 1.'
+    """
+    parts = []
+    for s in styles:
+        g = ranks[ranks["source"] == s]
+        parts.append(f"{s} is closer to real than both original styles on {int(g['closer_than_baselines'].sum())} "
+                     f"and its interval overlaps the real one on {int(g['overlaps'].sum())}")
+    return f"Over the {ranks['measure'].nunique()} measures where real replies have a value, {_styles_text(parts)}."
+
+
+def verdicts_reading(style_v: dict, table: pd.DataFrame) -> str:
+    """Each style's verdict by the remedy rule and whether it closes the gap (TOST), in one sentence."""
+    parts = [f"{s} {v.sentence()} and " + ("closes the gap by the equivalence test" if table.loc[s, "closes the gap (TOST)"]
+                                           else "is not shown to close the gap by the equivalence test")
+             for s, v in style_v.items()]
+    return f"By that rule, {_styles_text(parts)}."
+
+
+def transfer_reading(test: pd.DataFrame, styles: Sequence[str], fmt: str = "+.4f") -> str:
+    """How training on each new style's targets changed the held-out score against real replies
+    (``test``: :func:`simlib.findings.transfer.cells` indexed by trained_on, against)."""
+    def one(s: str) -> str:
+        if (s, "real") not in test.index:
+            return "n/a (not measured)"
+        r = test.loc[(s, "real")]
+        ci = "n/a" if not (np.isfinite(r["lo"]) and np.isfinite(r["hi"])) else \
+            f"[{format(r['lo'], fmt)}, {format(r['hi'], fmt)}]"
+        return f"{format(float(r['delta']), fmt)} ({ci})"
+
+    first, *rest = styles
+    return f"{first} targets changes it by {one(first)}" + "".join(f", on {s} targets by {one(s)}" for s in rest)
