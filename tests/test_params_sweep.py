@@ -236,3 +236,12 @@ def test_no_verdict_posts_give_empty_tables_and_the_sentence():
     truth = steps.judge_validation_items(responses.assign(response_id=["r1", "r2"], response_text=responses["text"]),
                                          posts, per_post=2)
     assert truth.empty and list(truth.columns) == ["item_id", "post_id", "title", "subreddit", "text", "verdict"]
+
+
+def test_aita_posts_without_a_stated_verdict_say_which_parameter_would_give_some():
+    posts = pd.DataFrame({"post_id": ["a"], "title": ["AITA for leaving?"], "subreddit": ["AITAH"]})
+    real = pd.DataFrame({"post_id": ["a"], "response_id": ["r"], "response_text": ["what a story"]})
+    truth = steps.judge_validation_items(real, posts, per_post=2)
+    val = judge.validate_stance(pd.Series(dtype=object), truth["verdict"], truth["post_id"])
+    text = stance.judge_reading(val, stance.scope(posts), valid=False)
+    assert truth.empty and "n_posts" in text and stance.judge_figure_note(val).startswith("There is no confusion")

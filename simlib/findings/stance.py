@@ -111,12 +111,14 @@ def judge_reading(val: dict, sc: VerdictScope, valid: bool) -> str:
     if not sc.applies:
         return (f"{_has(sc)} no verdicts to validate the judge against: "
                 f"{_none_reason(sc)}. The judge is therefore neither validated nor used in this run.")
+    rule = ("The rule, fixed before this validation: the judge labels the other sources' replies only if the lower "
+            "end of the 95% interval of its kappa is above 0. ")
     if not val["n"]:
-        return (f"No real reply to the {sc.n} posts that ask for a verdict states one, so there is nothing to "
+        return (f"{rule}No real reply to the {sc.n} posts that ask for a verdict states one, so there is nothing to "
                 "validate the judge against (more posts, n_posts, would give some); the judge labels nothing here.")
     pct = lambda k: _num(val[k] * 100, ".0f")  # noqa: E731
     kap = lambda k: _num(val[k], ".2f")  # noqa: E731
-    return (f"Real replies that state a verdict are free ground truth. On {val['n']} of them (from {val['n_posts']} "
+    return (f"{rule}Real replies that state a verdict are free ground truth. On {val['n']} of them (from {val['n_posts']} "
             f"posts), with the verdict masked, the judge's stance matches the stated verdict {pct('accuracy')}% of "
             f"the time (95% CI {pct('acc_lo')}–{pct('acc_hi')}%, bootstrap over posts); always answering the most "
             f"common verdict, {val.get('majority_label', 'n/a')}, would score {pct('majority')}%. Cohen's kappa is "
