@@ -11,6 +11,7 @@ report into the numbers and the sentence the data chapter prints.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Sequence
 
@@ -192,7 +193,7 @@ def _source_sentence(report: dict) -> str:
 def describe(report: dict, df: pd.DataFrame) -> dict:
     """The values the data chapter glues, for either source (``report`` of :func:`load_posts` or
     :func:`load_dumps`, ``df`` the kept responses): ``data_source`` (a sentence), ``n_threads``,
-    ``rows_read``, ``n_posts``, ``n_responses``, ``median_per_post`` and ``median_chars``."""
+    ``rows_read``, ``n_posts``, ``n_responses``, ``median_per_post``, ``median_chars`` and ``length_span``."""
     per_post = df.groupby("post_id").size()
     return {
         "data_source": _source_sentence(report),
@@ -202,4 +203,22 @@ def describe(report: dict, df: pd.DataFrame) -> dict:
         "n_responses": len(df),
         "median_per_post": float(per_post.median()) if len(per_post) else float("nan"),
         "median_chars": float(df["response_text"].str.len().median()) if len(df) else float("nan"),
+        "length_span": length_span(df["response_text"].fillna("").str.len()),
     }
+
+
+def length_span(lengths: pd.Series) -> str:
+    """How far response lengths spread, in words that stay true for any sample.
+
+    >>> length_span(pd.Series([3, 40, 1180])), length_span(pd.Series([7, 485]))
+    ('more than two orders of magnitude', 'a factor of 69 from the shortest to the longest')
+    """
+    lengths = lengths[lengths > 0]
+    if lengths.empty:
+        return "nothing: no response has any text"
+    ratio = float(lengths.max() / lengths.min())
+    orders = int(math.floor(math.log10(ratio))) if ratio >= 100 else 0
+    if orders:
+        word = {2: "two", 3: "three", 4: "four"}.get(orders, str(orders))
+        return f"more than {word} orders of magnitude"
+    return f"a factor of {ratio:.0f} from the shortest to the longest"
