@@ -245,3 +245,16 @@ def test_aita_posts_without_a_stated_verdict_say_which_parameter_would_give_some
     val = judge.validate_stance(pd.Series(dtype=object), truth["verdict"], truth["post_id"])
     text = stance.judge_reading(val, stance.scope(posts), valid=False)
     assert truth.empty and "n_posts" in text and stance.judge_figure_note(val).startswith("There is no confusion")
+
+
+def test_doctests_of_the_sentences_and_the_verdict_scope():
+    import doctest
+
+    for mod in (stance, aita, remedy):
+        assert doctest.testmod(mod).failed == 0, mod.__name__
+    runner = doctest.DocTestRunner()
+    for t in doctest.DocTestFinder().find(data.length_span):
+        assert runner.run(t).failed == 0
+    assert data.describe({"threads_read": 1, "threads_available": 1, "rows_read": 2, "source": "crawler",
+                          "max_posts": None, "subreddits": ["AskReddit"]},
+                         _table(1, 2, "ok"))["length_span"] == "a factor of 1 from the shortest to the longest"
