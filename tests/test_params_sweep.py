@@ -163,7 +163,6 @@ def test_askreddit_crawl(tmp_path, stub, tiny_policy):
     ({"remedy_styles": []}, "remedy_styles must be a non-empty subset"),
     ({"grpo_seeds": []}, "grpo_seeds must name at least one seed"),
     ({"n_per_group": 1}, "n_per_group must be >= 2"),
-    ({"n_samples": 2, "n_per_group": 3}, "n_samples must be >= n_per_group"),
     ({"subreddits": []}, "subreddits must be a non-empty subset"),
 ])
 def test_values_below_the_smallest_fail_before_any_work(over, words):
