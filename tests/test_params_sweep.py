@@ -257,3 +257,11 @@ def test_doctests_of_the_sentences_and_the_verdict_scope():
     assert data.describe({"threads_read": 1, "threads_available": 1, "rows_read": 2, "source": "crawler",
                           "max_posts": None, "subreddits": ["AskReddit"]},
                          _table(1, 2, "ok"))["length_span"] == "a factor of 1 from the shortest to the longest"
+
+
+def test_a_remedy_style_without_enough_posts_reads_why_not_nan():
+    per_post = pd.DataFrame({"post_id": ["a"] * 4, "source": ["real", "plain", "humanlike", "seeded"],
+                             "repetition": [0.3, 0.5, 0.5, 0.4]})
+    v, table = remedy.remedy_verdicts(per_post, ["seeded"], 0.05, n_boot=50)
+    text = remedy.verdicts_reading(v, table)
+    assert "nan" not in text and "too few for an effect" in text

@@ -223,10 +223,14 @@ def ranking_reading(ranks: pd.DataFrame, styles: Sequence[str]) -> str:
 
 def verdicts_reading(style_v: dict, table: pd.DataFrame) -> str:
     """Each style's verdict by the remedy rule and whether it closes the gap (TOST), in one sentence."""
-    parts = [f"{s} {v.sentence()} and " + ("closes the gap by the equivalence test" if table.loc[s, "closes the gap (TOST)"]
-                                           else "is not shown to close the gap by the equivalence test")
-             for s, v in style_v.items()]
-    return f"By that rule, {_styles_text(parts)}."
+    def one(s, v) -> str:
+        if not np.isfinite(v.effect):  # too few posts where every source has passing replies
+            return (f"{s} is {v.verdict}: only {v.n} post(s) have at least two passing replies from every source, "
+                    "too few for an effect or an interval")
+        return f"{s} {v.sentence()} and " + ("closes the gap by the equivalence test" if table.loc[s, "closes the gap (TOST)"]
+                                             else "is not shown to close the gap by the equivalence test")
+
+    return f"By that rule, {_styles_text([one(s, v) for s, v in style_v.items()])}."
 
 
 def transfer_reading(test: pd.DataFrame, styles: Sequence[str], fmt: str = "+.4f") -> str:
