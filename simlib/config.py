@@ -183,6 +183,9 @@ class Config:
                      "n_per_group", "grpo_steps", "seed_examples", "max_completion_length", "prompts_per_step", "eval_samples", "logprob_batch_size",
                      "sample_rows", "max_response_tokens"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
+        # Diversity compares replies within a post: one reply has none. (n_samples below n_per_group is
+        # caught where the sources are cut to n_per_group, simlib.findings.gap.responses_table.)
+        need(self.n_per_group >= 2, f"n_per_group must be >= 2 (diversity needs two replies per post), got {self.n_per_group}")
         need(self.num_generations >= 2, f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}")
         need(0 < self.train_frac < 1, f"train_frac must be in (0, 1), got {self.train_frac}")
         need(0 <= self.val_frac < 1 and self.train_frac + self.val_frac < 1,

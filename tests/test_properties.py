@@ -119,7 +119,7 @@ VALID = {
     "max_tokens": st.integers(1, 4096),
     "concurrency": st.integers(1, 64),
     "use_batch_api": st.booleans(),
-    "n_per_group": st.integers(1, 100),
+    "n_per_group": st.integers(2, 100),
     "n_boot": st.integers(0, 10_000),
     "reward_aggregate": st.sampled_from(["max", "mean"]),
     "grpo_steps": st.integers(1, 1000),

@@ -11,6 +11,7 @@ report into the numbers and the sentence the data chapter prints.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Sequence
 
@@ -20,12 +21,12 @@ from simlib.data.crawler import read_crawler
 from simlib.data.filters import FILTER_ORDER, apply_filters
 from simlib.data.pushshift import DumpSubredditError, iter_ndjson, read_dumps, read_pushshift
 from simlib.data.registry import COMMIT, DataHashError, DataNotFoundError, fetch_sample, load_registry, sample_paths
-from simlib.data.schema import COLUMNS, DataFormatError
+from simlib.data.schema import COLUMNS, DataFormatError, EmptyDataError
 from simlib.data.split import SPLIT_NAMES, split_by_post
 
 __all__ = [
     "COLUMNS", "FILTER_ORDER", "SPLIT_NAMES",
-    "DataFormatError", "DataHashError", "DataNotFoundError", "DumpSubredditError",
+    "DataFormatError", "DataHashError", "DataNotFoundError", "DumpSubredditError", "EmptyDataError",
     "apply_filters", "describe", "fetch_sample", "iter_ndjson", "load_dumps", "load_posts", "posts_table",
     "prepare", "read_crawler", "read_dumps", "read_pushshift", "split_by_post",
 ]
@@ -47,10 +48,34 @@ def prepare(
         max_responses_per_post=max_responses_per_post,
         min_responses_per_post=min_responses,
     )
+    _require_posts(df, kept, filter_report, min_chars, min_responses)
     out, split_report = split_by_post(kept, fractions, per_subreddit=per_subreddit)
+    _require_test_posts(split_report, fractions)
     return out, {"rows_read": len(df), "posts_read": int(df["post_id"].nunique()),
                  "subreddits": df["subreddit"].drop_duplicates().tolist(),
                  "filters": filter_report, "split": split_report}
+
+
+def _require_posts(read: pd.DataFrame, kept: pd.DataFrame, filters: list, min_chars: int, min_responses: int) -> None:
+    # An empty selection would surface chapters later as a KeyError on an empty frame: say here what emptied it.
+    if len(kept):
+        return
+    if not len(read):
+        raise EmptyDataError("no responses were read: the selected threads hold no top-level comments "
+                             "(check subreddits and n_posts, or the dumps)")
+    last = next((f["filter"] for f in filters if f["rows_left"] == 0), "the filters")
+    raise EmptyDataError(f"no posts left after the filters: the {read['post_id'].nunique()} posts read lost their last "
+                         f"responses at '{last}' (min_chars={min_chars}, min_responses={min_responses}); lower "
+                         "min_responses or min_chars, or raise n_posts")
+
+
+def _require_test_posts(split: dict, fractions: Sequence[float]) -> None:
+    if split.get("test", {}).get("posts", 0):
+        return
+    counts = {name: part["posts"] for name, part in split.items()}
+    raise EmptyDataError(f"no held-out (test) posts: the {sum(counts.values())} posts kept split {counts} "
+                         f"by fractions {[round(f, 3) for f in fractions]}; raise n_posts, lower min_responses, "
+                         "or lower train_frac + val_frac")
 
 
 def load_posts(
@@ -168,7 +193,7 @@ def _source_sentence(report: dict) -> str:
 def describe(report: dict, df: pd.DataFrame) -> dict:
     """The values the data chapter glues, for either source (``report`` of :func:`load_posts` or
     :func:`load_dumps`, ``df`` the kept responses): ``data_source`` (a sentence), ``n_threads``,
-    ``rows_read``, ``n_posts``, ``n_responses``, ``median_per_post`` and ``median_chars``."""
+    ``rows_read``, ``n_posts``, ``n_responses``, ``median_per_post``, ``median_chars`` and ``length_span``."""
     per_post = df.groupby("post_id").size()
     return {
         "data_source": _source_sentence(report),
@@ -178,4 +203,22 @@ def describe(report: dict, df: pd.DataFrame) -> dict:
         "n_responses": len(df),
         "median_per_post": float(per_post.median()) if len(per_post) else float("nan"),
         "median_chars": float(df["response_text"].str.len().median()) if len(df) else float("nan"),
+        "length_span": length_span(df["response_text"].fillna("").str.len()),
     }
+
+
+def length_span(lengths: pd.Series) -> str:
+    """How far response lengths spread, in words that stay true for any sample.
+
+    >>> length_span(pd.Series([3, 40, 1180])), length_span(pd.Series([7, 485]))
+    ('more than two orders of magnitude', 'a factor of 69 from the shortest to the longest')
+    """
+    lengths = lengths[lengths > 0]
+    if lengths.empty:
+        return "nothing: no response has any text"
+    ratio = float(lengths.max() / lengths.min())
+    orders = int(math.floor(math.log10(ratio))) if ratio >= 100 else 0
+    if orders:
+        word = {2: "two", 3: "three", 4: "four"}.get(orders, str(orders))
+        return f"more than {word} orders of magnitude"
+    return f"a factor of {ratio:.0f} from the shortest to the longest"

@@ -37,6 +37,11 @@ class DataFormatError(ValueError):
     """A data file could not be parsed. The message names the file (and line, for NDJSON)."""
 
 
+class EmptyDataError(ValueError):
+    """The selection leaves nothing to study (no posts after the filters, no test posts). The
+    message says which step emptied it and which parameter to change."""
+
+
 COLUMNS: dict[str, str] = {
     "post_id": "object",
     "subreddit": "object",

@@ -29,17 +29,48 @@ def responses_table(real: pd.DataFrame, synthetic: pd.DataFrame, n_per_group: in
     # keep only posts where every source is present, so comparisons are paired by post
     full = out.groupby("post_id")["source"].nunique()
     keep = full[full == out["source"].nunique()].index
-    return out[out["post_id"].isin(keep)].reset_index(drop=True)
+    out = out[out["post_id"].isin(keep)].reset_index(drop=True)
+    lost = sorted(set(both["source"]) - set(out["source"]))
+    if lost:  # a source with no post at n_per_group would vanish from every comparison without a word
+        raise ValueError(f"no post has n_per_group={n_per_group} non-empty replies from {', '.join(lost)}: lower "
+                         "n_per_group, or raise n_samples (synthetic replies per post) or min_responses (real ones)")
+    return out
 
 
-def verdict_table(responses: pd.DataFrame) -> pd.DataFrame:
-    """Share of each AITA verdict (and of no verdict) per source, plus the entropy in bits."""
+def verdict_table(responses: pd.DataFrame, posts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Share of each AITA verdict (and of no verdict) per source, plus the entropy in bits; with
+    ``posts``, over the replies to the posts that ask for a verdict only (none: an empty table)."""
+    from simlib.measures.aita import verdict_rows
+
+    responses = responses if posts is None else verdict_rows(responses, posts)
+    if responses.empty:
+        return pd.DataFrame(columns=["none", "entropy_bits"], dtype=float)
     v = responses.assign(verdict=responses["text"].map(parse_verdict).fillna("none"))
     shares = pd.crosstab(v["source"], v["verdict"], normalize="index")
     shares = shares.reindex(columns=[c for c in (*VERDICTS, "none") if c in shares.columns], fill_value=0.0)
     shares["entropy_bits"] = [entropy_bits(list(g["verdict"][g["verdict"] != "none"]))
                               for _, g in v.groupby("source")]
     return shares.reindex([s for s in SOURCES if s in shares.index] + [s for s in shares.index if s not in SOURCES])
+
+
+def verdict_measures_where_asked(per_post: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
+    """``per_post`` diversity with its verdict columns blanked on posts that ask for no verdict, where a
+    pattern match is a coincidence (:func:`simlib.measures.aita.verdict_posts`)."""
+    from simlib.measures.aita import verdict_posts
+
+    off = ~per_post["post_id"].astype(str).isin(verdict_posts(posts))
+    out = per_post.copy()
+    out.loc[off, "verdict_entropy"] = float("nan")
+    out.loc[off, "n_verdict"] = 0
+    out.loc[off, "top_verdict"] = None
+    return out
+
+
+def measures_shown(per_post: pd.DataFrame) -> list[str]:
+    """The diversity measures with a value on some post (verdict entropy drops out where no post asks for one)."""
+    from simlib.measures.diversity import MEASURES
+
+    return [m for m in MEASURES if m in per_post and per_post[m].notna().any()]
 
 
 def label_shares(labels: pd.DataFrame, by: str = "source") -> pd.DataFrame:
@@ -135,9 +166,10 @@ def gap_effect(per_post: pd.DataFrame, styles=("plain", "humanlike"), reference:
     """Per post, the mean over ``styles`` of ``measure[style] - measure[reference]`` (posts where
     no style has a value are dropped): above 0 = synthetic replies more alike than real ones."""
     wide = per_post.pivot_table(index="post_id", columns="source", values=measure, aggfunc="mean")
-    if reference not in wide.columns:
+    present = [s for s in styles if s in wide.columns]
+    if reference not in wide.columns or not present:  # e.g. no reply of any style passed the quality gate
         return pd.Series(dtype=float)
-    d = pd.concat([wide[s] - wide[reference] for s in styles if s in wide.columns], axis=1)
+    d = pd.concat([wide[s] - wide[reference] for s in present], axis=1)
     return d.mean(axis=1, skipna=True).dropna()
 
 
@@ -171,6 +203,15 @@ def frontier_table(scored: pd.DataFrame, emb: np.ndarray, cuts=FRONTIER_CUTS, se
                          "repetition": float(d["repetition"].mean()), "vendi": float(d["vendi"].mean()),
                          "posts": int(d["repetition"].notna().sum())})
     return pd.DataFrame(rows)
+
+
+def frontier_reading(front: pd.DataFrame, src: str) -> str:
+    """How ``src``'s passing replies compare with real ones at the frontier's strictest bar (point estimates)."""
+    strict = front[front["cut"] == front["cut"].max()].set_index("source")["repetition"]
+    a, b = strict.get(src, float("nan")), strict.get("real", float("nan"))
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return "not comparable with (too few passing replies per post to measure)"
+    return "more alike than" if a > b else "less alike than"
 
 
 def stance_table(labels: pd.DataFrame, question: str, by: str = "source") -> pd.DataFrame:

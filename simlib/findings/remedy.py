@@ -73,18 +73,28 @@ def _mean(xs: list) -> float:
 
 
 def measure_table(per_post: pd.DataFrame, responses: pd.DataFrame, scores: pd.DataFrame,
-                  labels: pd.DataFrame | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+                  labels: pd.DataFrame | None = None, n_boot: int = 2000, seed: int = 0,
+                  posts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every measure for every source, long format: ``source, measure, mean, lo, hi, n_posts``.
 
     ``per_post``: :func:`simlib.measures.diversity.per_post_diversity` of ``responses`` (post_id, source,
     text); ``scores``: :func:`simlib.steps.logprob_scores` rows (post_id, source, mean_logprob);
     ``labels``: judge labels with post_id, source and label (``unparsed`` counts as no label).
+    With ``posts``, the verdict measures read only the posts that ask for a verdict
+    (:func:`simlib.measures.aita.verdict_posts`) and are left out where none does.
     """
-    rows = summarise(per_post, MEASURES, n_boot=n_boot, seed=seed).to_dict("records")
-    v = responses.assign(verdict=responses["text"].map(parse_verdict))
-    rows += _pooled_rows(v, "verdict", "verdict_entropy_pooled", _entropy, n_boot, seed)
-    rows += _pooled_rows(v.assign(none=v["verdict"].isna().astype(float)), "none", "no_verdict",
-                         _mean, n_boot, seed)
+    from simlib.findings.gap import verdict_measures_where_asked
+    from simlib.measures.aita import verdict_rows
+
+    if posts is not None:
+        per_post, responses = verdict_measures_where_asked(per_post, posts), verdict_rows(responses, posts)
+    measures = [m for m in MEASURES if m != "verdict_entropy" or per_post[m].notna().any()]
+    rows = summarise(per_post, measures, n_boot=n_boot, seed=seed).to_dict("records")
+    if len(responses):
+        v = responses.assign(verdict=responses["text"].map(parse_verdict))
+        rows += _pooled_rows(v, "verdict", "verdict_entropy_pooled", _entropy, n_boot, seed)
+        rows += _pooled_rows(v.assign(none=v["verdict"].isna().astype(float)), "none", "no_verdict",
+                             _mean, n_boot, seed)
     if labels is not None and len(labels):
         lab = labels.assign(label=labels["label"].where(labels["label"] != "unparsed"))
         rows += _pooled_rows(lab, "label", "register_entropy", _entropy, n_boot, seed)
@@ -188,3 +198,51 @@ def remedy_verdicts(per_post: pd.DataFrame, styles: Sequence[str], margin: float
                      "style - real": float(diff.mean()), "90% CI": f"[{lo90:+.3g}, {hi90:+.3g}]",
                      "closes the gap (TOST)": verdicts.tost(lo90, hi90, margin), "verdict": v.verdict})
     return out, pd.DataFrame(rows).set_index("style")
+
+
+# --------------------------------------------------------------------------- sentences for any remedy_styles
+def _styles_text(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else "; ".join(parts[:-1]) + "; and " + parts[-1] if parts else ""
+
+
+def ranking_reading(ranks: pd.DataFrame, styles: Sequence[str]) -> str:
+    """The ranking paragraph's numbers, one clause per style of this run (any subset of the new styles).
+
+    >>> r = pd.DataFrame({"measure": ["m", "m"], "source": ["persona", "plain"], "closer_than_baselines": [True, False],
+    ...                   "overlaps": [True, False]})
+    >>> ranking_reading(r, ["persona"])
+    'Over the 1 measures where real replies have a value, persona is closer to real than both original styles on 1 and its interval overlaps the real one on 1.'
+    """
+    parts = []
+    for s in styles:
+        g = ranks[ranks["source"] == s]
+        parts.append(f"{s} is closer to real than both original styles on {int(g['closer_than_baselines'].sum())} "
+                     f"and its interval overlaps the real one on {int(g['overlaps'].sum())}")
+    return f"Over the {ranks['measure'].nunique()} measures where real replies have a value, {_styles_text(parts)}."
+
+
+def verdicts_reading(style_v: dict, table: pd.DataFrame) -> str:
+    """Each style's verdict by the remedy rule and whether it closes the gap (TOST), in one sentence."""
+    def one(s, v) -> str:
+        if not np.isfinite(v.effect):  # too few posts where every source has passing replies
+            return (f"{s} is {v.verdict}: only {v.n} post(s) have at least two passing replies from every source, "
+                    "too few for an effect or an interval")
+        return f"{s} {v.sentence()} and " + ("closes the gap by the equivalence test" if table.loc[s, "closes the gap (TOST)"]
+                                             else "is not shown to close the gap by the equivalence test")
+
+    return f"By that rule, {_styles_text([one(s, v) for s, v in style_v.items()])}."
+
+
+def transfer_reading(test: pd.DataFrame, styles: Sequence[str], fmt: str = "+.4f") -> str:
+    """How training on each new style's targets changed the held-out score against real replies
+    (``test``: :func:`simlib.findings.transfer.cells` indexed by trained_on, against)."""
+    def one(s: str) -> str:
+        if (s, "real") not in test.index:
+            return "n/a (not measured)"
+        r = test.loc[(s, "real")]
+        ci = "n/a" if not (np.isfinite(r["lo"]) and np.isfinite(r["hi"])) else \
+            f"[{format(r['lo'], fmt)}, {format(r['hi'], fmt)}]"
+        return f"{format(float(r['delta']), fmt)} ({ci})"
+
+    first, *rest = styles
+    return f"{first} targets changes it by {one(first)}" + "".join(f", on {s} targets by {one(s)}" for s in rest)

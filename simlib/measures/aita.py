@@ -2,13 +2,17 @@
 
 Real replies that state a verdict are the judge's free ground truth (:mod:`simlib.measures.judge`),
 and the spread of verdicts over a post's replies is one of the diversity measures
-(:mod:`simlib.measures.diversity`).
+(:mod:`simlib.measures.diversity`). Only posts that ask readers to judge the poster have
+verdicts (:func:`verdict_posts`); elsewhere a pattern match ("you're an asshole" on r/AskReddit)
+is a coincidence, not a verdict, so every verdict measure reads only those posts' replies.
 """
 from __future__ import annotations
 
 import re
 
-__all__ = ["VERDICTS", "parse_verdict", "mask_verdicts"]
+import pandas as pd
+
+__all__ = ["VERDICTS", "parse_verdict", "mask_verdicts", "verdict_posts", "verdict_rows"]
 
 VERDICTS: tuple[str, ...] = ("NTA", "YTA", "ESH", "NAH", "INFO")
 
@@ -125,3 +129,25 @@ def mask_verdicts(text: str | None, mark: str = "…") -> str:
         if s == before:
             break
     return s
+
+
+def verdict_posts(posts: pd.DataFrame) -> pd.Index:
+    """Ids of the ``posts`` (post_id, title, subreddit) that ask for an AITA verdict: those of
+    r/AITAH or r/AmItheAsshole, or titled AITA/WIBTA (:func:`simlib.generate.prompts.is_aita`, the
+    rule that also adds the verdict instruction to the ``humanlike`` prompt).
+
+    >>> verdict_posts(pd.DataFrame({"post_id": ["a", "b", "c"], "title": ["AITA for X?", "Why?", "Hm"],
+    ...                             "subreddit": ["AskReddit", "AskReddit", "AITAH"]})).tolist()
+    ['a', 'c']
+    """
+    from simlib.generate.prompts import is_aita
+
+    if posts.empty:
+        return pd.Index([], dtype=object, name="post_id")
+    asks = [is_aita(str(t or ""), str(s or "")) for t, s in zip(posts["title"], posts["subreddit"])]
+    return pd.Index(posts.loc[asks, "post_id"].astype(str).tolist(), dtype=object, name="post_id")
+
+
+def verdict_rows(table: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``table`` (any frame with ``post_id``) whose post asks for a verdict."""
+    return table[table["post_id"].astype(str).isin(verdict_posts(posts))]

@@ -111,8 +111,10 @@ def choose(scores: pd.DataFrame, titles: Mapping[str, str]) -> pd.DataFrame:
 
     Returns one row per item: ``item_id``, then per question its label and ``<question>_margin``
     (calibrated log-prob of the winner minus the runner-up; small = a near tie). An item not
-    asked a question has NaN there.
+    asked a question has NaN there. No scores (no items) give no rows, with those columns.
     """
+    if scores.empty:
+        return pd.DataFrame(columns=["item_id", *(c for q in QUESTIONS for c in (q.name, f"{q.name}_margin"))])
     s = scores.assign(question=scores["response_id"].str.split(":").str[0],
                       label=scores["response_id"].str.split(":", n=1).str[1])
     prior = s[s["post_id"].str.startswith("content-free:")]

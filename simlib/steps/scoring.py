@@ -32,6 +32,9 @@ def judge_labels(cfg: Config, items: pd.DataFrame, endpoint: tuple[str, str] | N
         raise ValueError(f"the judge must not label replies it wrote: judge and generator are both {cfg.judge!r}; "
                          "set judge to another local causal LM (e.g. the scorer)")
     recs = items.to_dict("records")
+    if not recs:  # nothing to label (e.g. no post asks for a verdict): no model is loaded
+        out = choose(pd.DataFrame(), {})
+        return out.assign(label=pd.Series(dtype=object))
     reqs = judge_requests(recs, max_chars=JUDGE_CHARS, questions=questions)
     scored = score_cached(reqs, cfg.path("judge", f"{cfg.judge.replace('/', '_')}.jsonl"), cfg.judge,
                           max_response_tokens=16, batch_size=cfg.logprob_batch_size,
@@ -167,9 +170,12 @@ def reply_quality(cfg: Config, responses: pd.DataFrame, posts: pd.DataFrame) -> 
 
 def judge_validation_items(real: pd.DataFrame, posts: pd.DataFrame, per_post: int, seed: int = 0) -> pd.DataFrame:
     """Real replies that state an AITA verdict (the judge's ground truth): up to ``per_post`` per
-    post, drawn at random with ``seed``; columns item_id, post_id, title, subreddit, text, verdict."""
-    from simlib.measures.aita import parse_verdict
+    post, drawn at random with ``seed``, from the posts that ask for a verdict
+    (:func:`simlib.measures.aita.verdict_posts`); columns item_id, post_id, title, subreddit, text,
+    verdict. None when no post asks for one (e.g. r/AskReddit alone): zero rows, the same columns."""
+    from simlib.measures.aita import parse_verdict, verdict_rows
 
+    real = verdict_rows(real, posts)
     r = real.assign(text=real["response_text"].fillna("").astype(str))
     r = r.assign(verdict=r["text"].map(parse_verdict)).dropna(subset=["verdict"])
     r = r.sample(frac=1.0, random_state=seed).groupby("post_id", sort=False).head(per_post).sort_index()
