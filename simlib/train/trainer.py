@@ -1,14 +1,66 @@
 """TRL's ``GRPOTrainer`` with simlib's three changes: each prompt read once per group in the
-rollouts and in the training pass, and a data order that a resumed run replays exactly."""
+rollouts and in the training pass, and a data order that a resumed run replays exactly.
+
+These override private TRL methods (:data:`TRL_OVERRIDES`); :func:`check_trl` compares their
+signatures in the installed TRL with the ones written against, when :func:`trainer_class` first
+imports TRL, and raises before any training if one is missing or changed: a renamed or reshaped
+private method would otherwise be silently bypassed (TRL's own path runs) or called wrongly.
+"""
 from __future__ import annotations
 
+import collections
 import contextlib
+import inspect
 from typing import Any, Sequence
 
 from simlib.lm import weights  # also sets the offline environment variables
 from simlib.train.spec import TrainSpec, grpo_config, use_cpu
 
-__all__ = ["shared_prompt_logps", "trainer_class", "build_trainer"]
+__all__ = ["shared_prompt_logps", "trainer_class", "build_trainer", "check_trl", "TRL_OVERRIDES"]
+
+_IMAGE_KW = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+             "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
+# (class, method) -> its parameters as (name, default) in TRL 1.16, the version the overrides are written against
+TRL_OVERRIDES: dict[tuple[str, str], tuple[tuple[str, Any], ...]] = {
+    ("GRPOTrainer", "_generate_single_turn"): (
+        ("self", None), ("prompt_ids", None), ("images", None), ("multimodal_fields", None),
+        ("num_generations", None), ("has_tool_images", False)),
+    ("GRPOTrainer", "_get_per_token_logps_and_entropies"): (
+        ("self", None), ("model", None), ("input_ids", None), ("attention_mask", None), ("logits_to_keep", None),
+        ("batch_size", None), ("compute_entropy", False), ("compute_aux_loss", False), *((k, None) for k in _IMAGE_KW)),
+    ("GRPOTrainer", "_get_train_sampler"): (("self", None), ("dataset", None)),
+    ("RepeatSampler", "__init__"): (
+        ("self", None), ("data_source", None), ("mini_repeat_count", None), ("batch_size", 1), ("repeat_count", 1),
+        ("shuffle", True), ("seed", None)),
+}
+
+
+def _params(fn: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple((p.name, None if p.default is inspect.Parameter.empty else p.default)
+                 for p in inspect.signature(fn).parameters.values())
+
+
+def check_trl(classes: dict[str, Any] | None = None) -> None:
+    """Raise ``RuntimeError`` unless every TRL method simlib overrides exists with the expected
+    parameters (names and defaults, in order). ``classes``: name -> class (default: TRL's own)."""
+    if classes is None:
+        from trl import GRPOTrainer
+        from trl.trainer.utils import RepeatSampler
+
+        classes = {"GRPOTrainer": GRPOTrainer, "RepeatSampler": RepeatSampler}
+    problems = []
+    for (cls, name), expected in TRL_OVERRIDES.items():
+        fn = getattr(classes[cls], name, None)
+        if fn is None:
+            problems.append(f"{cls}.{name} is missing")
+        elif _params(fn) != expected:
+            problems.append(f"{cls}.{name}{inspect.signature(fn)} differs from the expected "
+                            f"({', '.join(n for n, _ in expected)}) with defaults {dict(expected)}")
+    if problems:
+        import trl
+
+        raise RuntimeError(f"simlib.train.trainer overrides private methods of TRL 1.16, and TRL {trl.__version__} "
+                           "changed them: " + "; ".join(problems) + ". Pin trl==1.16.0 or port the overrides.")
 
 
 def shared_prompt_logps(model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int,
@@ -81,6 +133,8 @@ def trainer_class():
     from trl import GRPOTrainer
     from trl.trainer.utils import RepeatSampler
 
+    check_trl({"GRPOTrainer": GRPOTrainer, "RepeatSampler": RepeatSampler})
+
     class EpochSeededRepeatSampler(RepeatSampler):
         def set_epoch(self, epoch: int) -> None:
             if self.shuffle:
@@ -90,8 +144,14 @@ def trainer_class():
         _simlib_share_prompt = True  # build_trainer sets it from TrainSpec.share_prompt
         _simlib_share_rollouts = True  # and this from TrainSpec.share_prompt_rollouts
         _simlib_calls = (-1, 0)  # (step, generation calls in it) of the last rollout
+        simlib_counts: collections.Counter  # which override ran and which path it took (tests read it)
+
+        def __init__(self, *args, **kwargs):
+            self.simlib_counts = collections.Counter()
+            super().__init__(*args, **kwargs)
 
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+            self.simlib_counts["generate_single_turn"] += 1
             # accelerate gives every forward its own autocast region, and autocast forgets its cast
             # weights when a region ends: each decoding step cast all weights to bf16 again. One region
             # around the whole generation casts them once (same casts, same tokens, less time).
@@ -102,6 +162,7 @@ def trainer_class():
             with region:
                 completions = self._simlib_rollouts(prompt_ids, images, multimodal_fields)
                 if completions is not None:
+                    self.simlib_counts["shared_rollouts"] += 1
                     return completions, None
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                      *args, **kwargs)
@@ -144,16 +205,19 @@ def trainer_class():
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, compute_aux_loss=False, **extra):
             # images, MoE losses and recomputed activations take TRL's path
+            self.simlib_counts["logps"] += 1
             if (self._simlib_share_prompt and not compute_aux_loss and all(v is None for v in extra.values())
                     and not _checkpointing(model)):
                 res = shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, self.accelerator.autocast)
                 if res is not None and (res[1] is not None or not compute_entropy):
+                    self.simlib_counts["shared_prompt_pass"] += 1
                     return res[0], (res[1] if compute_entropy else None), None
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, batch_size,
                                                               compute_entropy, compute_aux_loss, **extra)
 
         def _get_train_sampler(self, dataset=None):
             sampler = super()._get_train_sampler(dataset)
+            self.simlib_counts["train_sampler"] += 1
             if type(sampler) is RepeatSampler:
                 sampler.__class__ = EpochSeededRepeatSampler
             return sampler
