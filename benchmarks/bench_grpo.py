@@ -154,7 +154,8 @@ def step_gflop(params: int, prompt_tokens: int, completion_tokens: float, share_
 
 
 def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: int, max_len: int,
-                   refs: dict, prompts: list, share_prompt: bool = True, share_rollouts: bool = True) -> dict[str, Any]:
+                   refs: dict, prompts: list, share_prompt: bool = True, share_rollouts: bool = True,
+                   reuse_prefill: bool = True) -> dict[str, Any]:
     import warnings
 
     from simlib.lm.chat import render
@@ -166,6 +167,7 @@ def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: in
         spec = TrainSpec(policy="smollm2-135m", steps=steps, num_generations=n_gen, prompts_per_step=n_prompts,
                          max_completion_length=max_len, bf16=bf16, use_lora=lora, output_dir=tmp,
                          seed=0, share_prompt=share_prompt, share_prompt_rollouts=share_rollouts,
+                         reuse_prefill=reuse_prefill,
                          extra={"save_strategy": "no"})
         reward = _TimedReward(BertScoreReward(spec.encoder, refs, aggregate=spec.reward_aggregate, device="cpu"))
         timer = _step_timer()
@@ -272,13 +274,16 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
     # instead of simlib's, which reads the prompt once per group (TrainSpec.share_prompt), and once
     # with TRL's rollouts (model.generate, the prompt read once per completion) instead of simlib's
     # (TrainSpec.share_prompt_rollouts).
+    # And once with the rollouts' prompt pass not handed to the training pass (TrainSpec.reuse_prefill).
     posts = {}
-    for name, chars, share, rollouts in (("ci_post_2000_chars", 2000, True, True), (f"ci_post_{cut}_chars", cut, True, True),
-                                         (f"ci_post_{cut}_chars_trl_pass", cut, False, True),
-                                         (f"ci_post_{cut}_chars_trl_generate", cut, True, False)):
+    for name, chars, share, rollouts, reuse in (
+            ("ci_post_2000_chars", 2000, True, True, True), (f"ci_post_{cut}_chars", cut, True, True, True),
+            (f"ci_post_{cut}_chars_trl_pass", cut, False, True, True),
+            (f"ci_post_{cut}_chars_trl_generate", cut, True, False, True),
+            (f"ci_post_{cut}_chars_no_prefill_reuse", cut, True, True, False)):
         p, r = _real_prompts(1, chars)
         posts[name] = _train_setting(ci_bf16, False, 2 if quick else steps, 1, ci_gen, ci_len, r, p, share_prompt=share,
-                                     share_rollouts=rollouts)
+                                     share_rollouts=rollouts, reuse_prefill=reuse)
         posts[name].pop("_step1")
     shared, trl = posts[f"ci_post_{cut}_chars"], posts[f"ci_post_{cut}_chars_trl_pass"]
     results["ci_step"] = {"settings": posts, "bf16": ci_bf16, "num_generations": ci_gen, "max_completion_length": ci_len,
@@ -287,6 +292,8 @@ def run(quick: bool = True, threads: int | None = None) -> dict[str, Any]:
                           "speedup_shared_prompt": round(trl["median_step_s"] / shared["median_step_s"], 2),
                           "speedup_shared_rollouts": round(posts[f"ci_post_{cut}_chars_trl_generate"]["median_step_s"]
                                                            / shared["median_step_s"], 2),
+                          "speedup_prefill_reuse": round(posts[f"ci_post_{cut}_chars_no_prefill_reuse"]["median_step_s"]
+                                                         / shared["median_step_s"], 2),
                           "shared_prompt_same_step1_rewards": shared["reward_mean"][:1] == trl["reward_mean"][:1]}
     results["reward"] = _reward_bench(step1["fp32_full"], refs, repeats=3 if quick else 5)
     # how much of the CPU's arithmetic a step uses, against the peak a matrix product reaches here at the

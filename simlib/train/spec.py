@@ -72,7 +72,8 @@ TARGETS = ("synthetic", "real")
 # Fields that may change between an interrupted run and its continuation.
 _RESUMABLE_FIELDS = ("steps", "save_steps", "save_total_limit", "keep_checkpoints", "output_dir")
 # Fields added later, with the default at which they are left out of the spec's hashes.
-_LATER_DEFAULTS = {"num_processes": 1, "accelerate_config": "", "warmup_ratio": 0.0, "scale_rewards": "group"}
+_LATER_DEFAULTS = {"num_processes": 1, "accelerate_config": "", "warmup_ratio": 0.0, "scale_rewards": "group",
+                   "reuse_prefill": True}
 SCALE_REWARDS = ("group", "batch", "none")
 
 
@@ -138,6 +139,11 @@ class TrainSpec:
     share_prompt: bool = True
     """Read each prompt once in the training forward and backward passes, for all its completions
     (:func:`shared_prompt_logps`); False runs TRL's pass over prompt + completion for every one."""
+    reuse_prefill: bool = True
+    """With ``share_prompt`` and simlib's rollouts: the rollouts read each prompt once with autograd on
+    (:func:`simlib.train.trainer.prefill_prompt`), sample from that cache and hand it to the training
+    pass, which then does not read the prompt again (same gradients; one prompt pass less per step).
+    Needs one generation per optimizer step and prompts of one length in the step; elsewhere off."""
     share_prompt_rollouts: bool = True
     """Sample each prompt's ``num_generations`` rollouts together from one read of the prompt
     (:func:`simlib.lm.sampling.sample`, one seeded generator per prompt and step). False, or what that
