@@ -234,17 +234,19 @@ def _result(cfg, design, prompts, names, runs, steps, seeds, quick, t0) -> dict[
 
     runs = {n: r for n, r in runs.items() if r}
     table = summarise(runs)
+    current = {"learning_rate": cfg.learning_rate, "prompts_per_step": cfg.prompts_per_step,
+               "num_generations": cfg.num_generations, "beta": cfg.beta, "warmup_ratio": cfg.warmup_ratio,
+               "scale_rewards": cfg.scale_rewards, "use_lora": cfg.use_lora}
+    decision = choose(table)
+    decision["recipe"] = {**current, **SETTINGS[decision["choice"]]}
     return {"setup": {"profile": cfg.profile, "train_examples": len(prompts), "probe_posts": len(design.probe),
                       "test_posts": len(design.test), "target": "synthetic", "steps": steps, "seeds": seeds,
                       "eval_samples": cfg.eval_samples, "policy_max_post_chars": cfg.policy_max_post_chars,
                       "max_completion_length": cfg.max_completion_length, "torch_threads": torch.get_num_threads(), "quick": quick,
-                      "current": {"learning_rate": cfg.learning_rate, "prompts_per_step": cfg.prompts_per_step,
-                                  "num_generations": cfg.num_generations, "beta": cfg.beta,
-                                  "warmup_ratio": cfg.warmup_ratio, "scale_rewards": cfg.scale_rewards,
-                                  "use_lora": cfg.use_lora},
+                      "current": current,
                       "wall_min": round((time.perf_counter() - t0) / 60, 1)},
             "settings": {n: SETTINGS[n] for n in names if n in runs}, "rule": RULE, "runs": runs, "table": table,
-            "decision": choose(table)}
+            "decision": decision}
 
 
 def main(argv: list[str] | None = None) -> int:
