@@ -196,7 +196,7 @@ def choose(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def run(quick: bool = True, threads: int | None = None, seeds: int = 3, steps: int = 4,
         settings: tuple[str, ...] | None = DEFAULT_SETTINGS, post_chars: int = 200,
-        partial: str | None = None) -> dict[str, Any]:
+        partial: str | None = None, first_seed: int = 0) -> dict[str, Any]:
     """The sweep on the ``ci`` data with posts cut to ``post_chars`` characters in the policy's
     prompts; ``partial``: a JSON file rewritten after each seed (a stopped sweep keeps its seeds).
     ``quick``: two settings, two seeds, two steps (the wiring, not the answer)."""
@@ -214,7 +214,7 @@ def run(quick: bool = True, threads: int | None = None, seeds: int = 3, steps: i
     tok, base_model = load_policy(cfg.policy, "float32")
     runs: dict[str, list[dict]] = {n: [] for n in names}
     t0 = time.perf_counter()
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         base = _evaluate(cfg, base_model, tok, design, seed)
         for name in names:  # settings alternate within each seed
             model, hist, seconds = _train(cfg, seed, SETTINGS[name], prompts, refs, steps)
@@ -252,6 +252,7 @@ def _result(cfg, design, prompts, names, runs, steps, seeds, quick, t0) -> dict[
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_recipe", description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ... (to extend a sweep)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--post-chars", type=int, default=200, help="posts cut to this many characters in the prompts")
     ap.add_argument("--only", action="append", choices=list(SETTINGS), help="settings to run (default: all)")
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partial", default=None, help="rewrite this JSON after every run (a stopped sweep keeps them)")
     ns = ap.parse_args(argv)
     res = run(quick=False, threads=ns.threads, seeds=ns.seeds, steps=ns.steps, post_chars=ns.post_chars,
-              settings=tuple(ns.only or ()) or DEFAULT_SETTINGS, partial=ns.partial)
+              settings=tuple(ns.only or ()) or DEFAULT_SETTINGS, partial=ns.partial, first_seed=ns.first_seed)
     text = json.dumps(wrap(res), indent=2)
     if ns.out:
         with open(ns.out, "w") as fh:
