@@ -184,14 +184,26 @@ def choose(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
         separated = p < ALPHA
     elif winner != "current":
         separated = cur["sd_per_gain"] is None  # the current recipe did not learn at all: any learner beats it
-    if separated or winner == "current":
-        return {"winner": winner, "separated": separated, "f_test_p": p, "choice": winner,
-                "reason": "the winner by SD per gain" + (" is separated from the current recipe" if separated else "")}
+    if winner == "current":  # said with how far it stands from the next best: whether the sweep told them apart
+        rest = {k: v for k, v in eligible.items() if k != "current"}
+        nxt = min(rest, key=lambda k: rest[k]["sd_per_gain"]) if rest else None
+        if nxt and cur["sd_per_gain"] > 0:
+            p = float(stats.f.sf((rest[nxt]["sd_per_gain"] / cur["sd_per_gain"]) ** 2,
+                                 rest[nxt]["seeds"] - 1, cur["seeds"] - 1))
+        return {"winner": winner, "runner_up": nxt, "separated": bool(p is not None and p < ALPHA), "f_test_p": p,
+                "choice": winner, "reason": "the current recipe has the smallest SD per gain and stays" + (
+                    f" (against the next, {nxt}, one-sided F test p = {p:.2f})" if p is not None else "")}
+    if separated:
+        return {"winner": winner, "separated": True, "f_test_p": p, "choice": winner,
+                "reason": f"{winner} has the smallest SD per gain and is separated from the current recipe "
+                          f"(one-sided F test p = {p:.2f})" if p is not None else f"{winner} learns where the current recipe does not"}
     pool = {k: v for k, v in eligible.items() if k in STUDY_DIRECTION and v["step_cost_vs_current"] <= MAX_COST}
     pick = min(pool, key=lambda k: pool[k]["sd_per_gain"]) if pool else "current"
     return {"winner": winner, "separated": False, "f_test_p": p, "choice": pick,
-            "reason": "the sweep cannot separate the settings at its size; the tie-break " +
-                      (f"keeps {pick}" if pool else "finds no eligible setting in the study's direction")}
+            "reason": f"{winner} has the smallest SD per gain but the sweep cannot separate it from the current recipe "
+                      f"at its size (one-sided F test p = {p if p is None else round(p, 2)}); the tie-break " +
+                      (f"keeps {pick}" if pool else "finds no eligible setting in the study's direction, so the current "
+                                                    "recipe stays")}
 
 
 def run(quick: bool = True, threads: int | None = None, seeds: int = 3, steps: int = 4,
