@@ -66,6 +66,6 @@ def test_rule_breaks_a_tie_towards_the_study_and_within_cost():
 
 
 def test_rule_says_how_far_the_current_recipe_stands_when_it_wins():
-    d = bench_recipe.choose(_table(current=([0.04, 0.05, 0.06], 10.0), lora_lr_1e_4=([0.0, 0.05, 0.1], 8.0)))
+    d = bench_recipe.choose(_table(current=([0.04, 0.05, 0.06], 10.0), lora_lr_1e_4=([0.02, 0.05, 0.08], 8.0)))
     assert d["choice"] == "current" and d["runner_up"] == "lora_lr_1e_4" and not d["separated"]
     assert "stays" in d["reason"] and 0.05 < d["f_test_p"] < 1
