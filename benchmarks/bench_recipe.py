@@ -156,14 +156,16 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
     out = {}
     for name, rs in runs.items():
         gains = [r["gain"] for r in rs]
-        mean, sd = statistics.fmean(gains), statistics.stdev(gains) if len(gains) > 1 else float("nan")
-        out[name] = {"seeds": len(rs), "mean_gain": round(mean, 5), "sd_gain": round(sd, 5),
+        mean, sd = statistics.fmean(gains), statistics.stdev(gains) if len(gains) > 1 else None
+        out[name] = {"seeds": len(rs), "mean_gain": round(mean, 5), "sd_gain": None if sd is None else round(sd, 5),
                      "sd_per_gain": round(sd / mean, 3) if mean > 0 and len(gains) > 1 else None,
                      "mean_kl": round(statistics.fmean(r["kl"] for r in rs), 5),
                      "median_step_s": round(statistics.median(r["median_step_s"] for r in rs), 3)}
-    base = out["current"]["median_step_s"]
-    for s in out.values():
-        s["step_cost_vs_current"] = round(s["median_step_s"] / base, 2)
+    # cost: the median over seeds of the step time over the current recipe's in the same seed (run beside it)
+    base = {r["seed"]: r["median_step_s"] for r in runs["current"] if "seed" in r}
+    for name, rs in runs.items():
+        ratios = [r["median_step_s"] / base[r["seed"]] for r in rs if r.get("seed") in base]
+        out[name]["step_cost_vs_current"] = round(statistics.median(ratios), 2) if ratios else None
     return out
 
 
@@ -197,7 +199,7 @@ def choose(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {"winner": winner, "separated": True, "f_test_p": p, "choice": winner,
                 "reason": f"{winner} has the smallest SD per gain and is separated from the current recipe "
                           f"(one-sided F test p = {p:.2f})" if p is not None else f"{winner} learns where the current recipe does not"}
-    pool = {k: v for k, v in eligible.items() if k in STUDY_DIRECTION and v["step_cost_vs_current"] <= MAX_COST}
+    pool = {k: v for k, v in eligible.items() if k in STUDY_DIRECTION and (v["step_cost_vs_current"] or 0) <= MAX_COST}
     pick = min(pool, key=lambda k: pool[k]["sd_per_gain"]) if pool else "current"
     return {"winner": winner, "separated": False, "f_test_p": p, "choice": pick,
             "reason": f"{winner} has the smallest SD per gain but the sweep cannot separate it from the current recipe "

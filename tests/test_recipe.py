@@ -43,7 +43,8 @@ def test_new_fields_at_their_defaults_leave_run_identities_unchanged():
 
 
 def _table(**rows):
-    runs = {name: [{"gain": g, "kl": 0.01, "median_step_s": cost} for g in gains] for name, (gains, cost) in rows.items()}
+    runs = {name: [{"seed": i, "gain": g, "kl": 0.01, "median_step_s": cost} for i, g in enumerate(gains)]
+            for name, (gains, cost) in rows.items()}
     return bench_recipe.summarise(runs)
 
 
