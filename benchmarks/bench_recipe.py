@@ -288,8 +288,10 @@ def wrap(result: dict[str, Any]) -> dict[str, Any]:
     """``result`` as ``python -m benchmarks --only recipe`` writes it (machine, load, commit)."""
     from benchmarks.__main__ import machine_info
 
+    machine = machine_info()
+    machine["loadavg_end"] = machine["loadavg_start"]  # the load when the result was written (the sweep's is long)
     return {"quick": bool(result["setup"]["quick"]), "threads": result["setup"]["torch_threads"],
-            "machine": machine_info(), "benchmarks": {"recipe": {"status": "ok", "result": result}}}
+            "machine": machine, "benchmarks": {"recipe": {"status": "ok", "result": result}}}
 
 
 if __name__ == "__main__":
