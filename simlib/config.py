@@ -90,6 +90,15 @@ class Config:
     beta: float = _f(0.0, "KL coefficient of GRPO.")
     loss_type: str = _f("dapo", "TRL GRPO loss type.", choices=LOSS_TYPES)
     learning_rate: float = _f(1e-5, "Learning rate of GRPO.")
+    warmup_ratio: float = _f(0.0, "Share of the GRPO steps over which the learning rate rises linearly from 0 to "
+                                  "learning_rate (then constant); 0 = none. Damps the first updates, taken while "
+                                  "Adam's moment estimates still rest on a step or two.")
+    scale_rewards: str = _f("group", "How GRPO scales each completion's advantage (its reward minus its group's "
+                                     "mean): by the std of its group, of the whole step's batch, or not at all "
+                                     "(TRL's scale_rewards: group, batch, none).", choices=("group", "batch", "none"))
+    grpo_save_steps: int = _f(0, "Write a GRPO checkpoint (weights, optimizer, RNG: what resume needs) every this "
+                                 "many steps; 0 = none mid-run, so an interrupted run restarts from step 0. A "
+                                 "full-weight checkpoint is three times the policy's size.")
     max_completion_length: int = _f(48, "Maximum new tokens of a GRPO completion.")
     use_lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
     bf16: bool | str = _f(False, "bf16 autocast during GRPO: true, false, or auto (true where the training "
@@ -194,6 +203,11 @@ class Config:
         need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         need(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         need(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        need(self.scale_rewards in ("group", "batch", "none"),
+             f"scale_rewards must be group, batch or none, got {self.scale_rewards!r}")
+        need(self.grpo_save_steps >= 0, f"grpo_save_steps must be >= 0 (0 = no checkpoint mid-run), "
+                                        f"got {self.grpo_save_steps!r}")
         need(self.inference_dtype in ("float32", "bfloat16", "auto"),
              f"inference_dtype must be float32, bfloat16 or auto, got {self.inference_dtype!r}")
         need(self.local_server in LOCAL_SERVERS,

@@ -203,3 +203,16 @@ def test_allocator_quick(monkeypatch):
     w = r["workloads"]["logprob"]
     assert w["same_results"] is True and w["speedup"] > 0
     assert w["system"]["seconds"] > 0 and w["tcmalloc"]["minor_faults"] > 0
+
+
+def test_measured_matmul_peak_is_positive_and_below_the_formula():
+    import torch
+
+    from benchmarks import bench_grpo
+
+    torch.set_num_threads(1)
+    for dtype in ("float32", "bfloat16"):
+        assert bench_grpo.matmul_peak_gflops(dtype, n=128, repeats=3) > 0
+    formula = bench_grpo.fp32_peak_gflops(1)
+    if formula:  # the per-cycle formula is an upper bound a real product cannot beat
+        assert bench_grpo.matmul_peak_gflops("float32", n=256, repeats=5) < 1.1 * formula

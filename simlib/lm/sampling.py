@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["sample", "batches", "eos_ids"]
+__all__ = ["sample", "batches", "eos_ids", "joined_cache"]
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -69,14 +69,35 @@ def _draw(logits, temperature: float, top_p: float, generators: list, n: int):
     return tok.clamp_(max=logits.shape[-1] - 1)
 
 
+def joined_cache(caches: Sequence[Any]):
+    """One new ``DynamicCache`` holding ``caches`` (of equal length) one after another in the batch,
+    detached: decoding appends to it without touching the originals or their autograd graph."""
+    import torch
+    from transformers import DynamicCache
+
+    if any(type(layer).__name__ != "DynamicLayer" for c in caches for layer in c.layers):
+        raise ValueError("only plain DynamicCache layers can be joined (no sliding windows)")
+    out = DynamicCache()
+    for i in range(len(caches[0].layers)):
+        out.update(torch.cat([c.layers[i].keys for c in caches]).detach(),
+                   torch.cat([c.layers[i].values for c in caches]).detach(), i)
+    return out
+
+
 def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *, n: int = 1,
            max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0,
-           eos_token_ids: Sequence[int] = (), pad_token_id: int = 0, keep_eos: bool = False) -> list[list[list[int]]]:
+           eos_token_ids: Sequence[int] = (), pad_token_id: int = 0, keep_eos: bool = False,
+           prefix: Sequence[Any] | None = None) -> list[list[list[int]]]:
     """``n`` sampled continuations (token ids) of each prompt (token ids), all decoded together.
 
     Plain ancestral sampling at ``temperature`` (no top-k; nucleus only if ``top_p < 1``; greedy at
     ``temperature=0``). Prompt ``i`` draws from a generator seeded ``seeds[i]``. Returns one list per
     prompt of ``n`` token lists, in the order of ``prompts``. Split large inputs with :func:`batches`.
+
+    ``prefix``: per prompt, the KV cache (a plain ``DynamicCache``) of all its tokens but the last,
+    computed by the caller at positions 0.. (GRPO computes it with autograd for its training pass and
+    reads the prompt once for both, :mod:`simlib.train.trainer`); only the last tokens are then read
+    here, and the caches are left as they were. The prompts must then have one length (no padding).
     """
     import torch
 
@@ -102,7 +123,13 @@ def sample(model: Any, prompts: Sequence[Sequence[int]], seeds: Sequence[int], *
     out_ids: list[list[int]] = [[] for _ in range(rows)]
     with torch.inference_mode():
         keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
+        if prefix is None:
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
+        else:
+            if len(prefix) != len(prompts) or any(len(p) != width for p in prompts):
+                raise ValueError("a prefix needs one cache per prompt and prompts of one length")
+            out = model(input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:], use_cache=True,
+                        **keep, **{cache_kw(model): joined_cache(prefix)})
         cache = out_cache(out)
         if n > 1:
             cache.batch_repeat_interleave(n)

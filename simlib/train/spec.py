@@ -72,7 +72,9 @@ TARGETS = ("synthetic", "real")
 # Fields that may change between an interrupted run and its continuation.
 _RESUMABLE_FIELDS = ("steps", "save_steps", "save_total_limit", "keep_checkpoints", "output_dir")
 # Fields added later, with the default at which they are left out of the spec's hashes.
-_LATER_DEFAULTS = {"num_processes": 1, "accelerate_config": ""}
+_LATER_DEFAULTS = {"num_processes": 1, "accelerate_config": "", "warmup_ratio": 0.0, "scale_rewards": "group",
+                   "reuse_prefill": True}
+SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
@@ -103,7 +105,13 @@ class TrainSpec:
     learning_rate: float = 1e-5
     """AdamW learning rate."""
     lr_scheduler_type: str = "constant"
-    """Learning-rate schedule; constant keeps runs of different lengths comparable and extensible."""
+    """Learning-rate schedule; constant keeps runs of different lengths comparable and extensible
+    (with ``warmup_ratio`` > 0, constant becomes transformers' ``constant_with_warmup``)."""
+    warmup_ratio: float = 0.0
+    """Share of ``steps`` over which the learning rate rises linearly from 0 (rounded to whole steps)."""
+    scale_rewards: str = "group"
+    """How TRL scales the advantages (reward minus its group mean): divided by the std of the group,
+    of the whole batch, or not at all (group, batch, none)."""
     max_completion_length: int = 48
     """Maximum new tokens per completion."""
     temperature: float = 1.0
@@ -131,6 +139,11 @@ class TrainSpec:
     share_prompt: bool = True
     """Read each prompt once in the training forward and backward passes, for all its completions
     (:func:`shared_prompt_logps`); False runs TRL's pass over prompt + completion for every one."""
+    reuse_prefill: bool = True
+    """With ``share_prompt`` and simlib's rollouts: the rollouts read each prompt once with autograd on
+    (:func:`simlib.train.trainer.prefill_prompt`), sample from that cache and hand it to the training
+    pass, which then does not read the prompt again (same gradients; one prompt pass less per step).
+    Needs one generation per optimizer step and prompts of one length in the step; elsewhere off."""
     share_prompt_rollouts: bool = True
     """Sample each prompt's ``num_generations`` rollouts together from one read of the prompt
     (:func:`simlib.lm.sampling.sample`, one seeded generator per prompt and step). False, or what that
@@ -145,8 +158,10 @@ class TrainSpec:
     """Use at most this many references per post (the first ones); 0 = all."""
     output_dir: str = "runs/grpo"
     """Run folder (checkpoints, log.jsonl, final/, done.json)."""
-    save_steps: int = 5
-    """Checkpoint every this many steps."""
+    save_steps: int = 0
+    """Checkpoint every this many steps (weights, optimizer, RNG: what resume needs); 0 = none
+    mid-run, so an interrupted run starts again from step 0 (a CPU run is minutes long and each
+    full-weight checkpoint is three times the model)."""
     save_total_limit: int = 2
     """Keep at most this many checkpoints."""
     keep_checkpoints: bool = False
@@ -175,7 +190,7 @@ class TrainSpec:
             errors.append(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.num_generations < 2:
             errors.append(f"num_generations must be >= 2 (GRPO needs a group), got {self.num_generations}")
-        for name in ("steps", "prompts_per_step", "max_completion_length", "save_steps", "save_total_limit"):
+        for name in ("steps", "prompts_per_step", "max_completion_length", "save_total_limit"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.reward_aggregate not in ("max", "mean"):
@@ -186,6 +201,12 @@ class TrainSpec:
             errors.append(f"vllm_mode must be colocate or server, got {self.vllm_mode!r}")
         if self.num_processes < 1:
             errors.append(f"num_processes must be >= 1, got {self.num_processes}")
+        if self.save_steps < 0:
+            errors.append(f"save_steps must be >= 0 (0 = no checkpoint mid-run), got {self.save_steps}")
+        if not 0 <= self.warmup_ratio < 1:
+            errors.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            errors.append(f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
         if self.max_references < 0 or self.beta < 0 or not 0 < self.learning_rate < 1:
             errors.append("max_references and beta must be >= 0 and learning_rate in (0, 1)")
         if errors:
@@ -235,6 +256,7 @@ def use_cpu(spec: TrainSpec) -> bool:
 def grpo_config(spec: TrainSpec, cpu: bool):
     from trl import GRPOConfig
 
+    warmup = int(round(spec.warmup_ratio * spec.steps))
     kwargs: dict[str, Any] = dict(
         output_dir=spec.output_dir,
         max_steps=spec.steps,
@@ -247,7 +269,10 @@ def grpo_config(spec: TrainSpec, cpu: bool):
         beta=spec.beta,
         loss_type=spec.loss_type,
         learning_rate=spec.learning_rate,
-        lr_scheduler_type=spec.lr_scheduler_type,
+        lr_scheduler_type=("constant_with_warmup" if warmup and spec.lr_scheduler_type == "constant"
+                           else spec.lr_scheduler_type),
+        warmup_steps=warmup,
+        scale_rewards=spec.scale_rewards,
         seed=spec.seed,
         data_seed=spec.seed,
         shuffle_dataset=True,
@@ -259,8 +284,8 @@ def grpo_config(spec: TrainSpec, cpu: bool):
         model_init_kwargs={"dtype": spec.dtype},
         report_to=[],
         logging_steps=1,
-        save_strategy="steps",
-        save_steps=spec.save_steps,
+        save_strategy="steps" if spec.save_steps else "no",
+        save_steps=spec.save_steps or 500,
         save_total_limit=spec.save_total_limit,
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -299,7 +324,8 @@ def from_config(cfg: Any, seed: int) -> TrainSpec:
                           "GRPO rolls out with simlib's sampler", stacklevel=2)
     return TrainSpec(policy=cfg.policy, seed=seed, steps=cfg.grpo_steps, num_generations=cfg.num_generations,
                      prompts_per_step=cfg.prompts_per_step // n, beta=cfg.beta, loss_type=cfg.loss_type,
-                     learning_rate=cfg.learning_rate, max_completion_length=cfg.max_completion_length,
+                     learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, scale_rewards=cfg.scale_rewards,
+                     save_steps=cfg.grpo_save_steps, max_completion_length=cfg.max_completion_length,
                      temperature=cfg.temperature,  # one temperature for targets, rollouts and evaluation
                      use_lora=cfg.use_lora, bf16=cfg.resolved_bf16(), encoder=cfg.encoder,
                      reward_aggregate=cfg.reward_aggregate, output_dir=str(cfg.path("grpo", "x").parent),
