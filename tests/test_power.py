@@ -84,3 +84,83 @@ def test_no_gain_verdict_branches():
     assert verdicts.decide_no_gain(0.05, 0.03, 0.07, equivalent=False, **kw).verdict == "contradicts"
     assert verdicts.decide_no_gain(0.02, 0.0, 0.04, equivalent=False, **kw).verdict == "inconclusive"
     assert verdicts.decide_no_gain(0.0, np.nan, np.nan, equivalent=False, **kw).verdict == "inconclusive"
+
+
+# --------------------------------------------------------------------------- the claim's parts
+def _runs(gains, n_posts=30, n_test=30, seeds=(0, 1, 2, 3), noise=0.01, seed_sd=0.002, seed=0):
+    """Simulated paired evaluations: the trained policy of kind t changes its score against kind a by
+    gains.get((t, a, section), 0) plus post x seed noise and a per-run shift."""
+    rng = np.random.default_rng(seed)
+    ids = [f"probe:p{i}" for i in range(n_posts)] + [f"test:t{i}" for i in range(n_test)]
+    section = ["probe"] * n_posts + ["test"] * n_test
+    out = {}
+    for s in seeds:
+        base = {k: rng.normal(0.3, 0.05, len(ids)) for k in ("synthetic", "real")}
+        out[("base", s)] = {"post_id": ids, "scores": {k: v.tolist() for k, v in base.items()}}
+        for t in ("synthetic", "real"):
+            shift = rng.normal(0, seed_sd)
+            out[(t, s)] = {"post_id": ids, "logprob_shift": [-0.1] * len(ids), "scores": {
+                a: (v + np.array([gains.get((t, a, sec), 0.0) for sec in section]) + shift
+                    + rng.normal(0, noise, len(ids))).tolist() for a, v in base.items()}}
+    return out
+
+
+def _verdict(gains, key, margin=0.02, **kw):
+    from simlib.findings import claim, transfer
+
+    return claim.decide(transfer.changes(_runs(gains, **kw)), key, margin)
+
+
+@pytest.mark.parametrize("key,effect_gains,null_gains", [
+    ("reward", {("synthetic", "synthetic", "probe"): 0.04}, {}),
+    ("reward:inflation", {("synthetic", "synthetic", "test"): 0.04}, {("synthetic", "synthetic", "test"): 0.0}),
+    ("reward:transfer", {("real", "real", "test"): 0.04}, {("real", "real", "test"): 0.01,
+                                                           ("synthetic", "real", "test"): 0.01}),
+])
+def test_parts_reproduce_with_an_effect_and_are_contradicted_without(key, effect_gains, null_gains):
+    v = _verdict(effect_gains, key)
+    assert v.verdict == "reproduces" and v.effect == pytest.approx(0.04, abs=0.01)
+    assert _verdict(null_gains, key).verdict == "contradicts"
+    weak = _verdict(effect_gains, key, n_posts=4, n_test=4, seeds=(0, 1), noise=0.2, seed_sd=0.05)
+    assert weak.verdict == "inconclusive" and weak.mde > 0.04
+
+
+def test_inflation_cancels_how_far_the_run_moved():
+    from simlib.findings import claim, transfer
+
+    # the synthetic run moves a lot against both kinds alike: no inflation
+    ch = transfer.changes(_runs({("synthetic", "synthetic", "test"): 0.1, ("synthetic", "real", "test"): 0.1}))
+    assert claim.statistic(ch, "reward:inflation")["effect"] == pytest.approx(0.0, abs=0.005)
+
+
+def test_real_gain_verdict_branches():
+    assert _verdict({}, "reward:real-gain").verdict == "reproduces"  # TOST: within +-margin
+    big = _verdict({("real", "real", "probe"): 0.06}, "reward:real-gain")
+    assert big.verdict == "contradicts" and big.ci[0] > 0.02
+    near = _verdict({("real", "real", "probe"): 0.02}, "reward:real-gain")
+    assert near.verdict == "inconclusive"  # straddles the margin: neither shown
+    noisy = _verdict({}, "reward:real-gain", seeds=(0, 1), noise=0.1, seed_sd=0.02)
+    assert noisy.verdict == "inconclusive"  # no significant gain, but equivalence not shown
+
+
+def test_parts_sentence_names_each_part_by_its_verdict():
+    from simlib.findings import claim
+
+    e = {"reward": {"verdict": "inconclusive"}, "reward:inflation": {"verdict": "inconclusive"},
+         "reward:transfer": {"verdict": "reproduces"}, "reward:real-gain": {"verdict": "contradicts"}}
+    s = claim.parts_sentence(e)
+    assert "weaker transfer of synthetic training to real replies (b) holds" in s
+    assert "no meaningful gain from real targets (c) is contradicted" in s
+    assert "cannot tell for the larger gain on synthetic targets and reward inflation (a)" in s
+    assert "not recorded" in claim.parts_sentence({"reward": {"verdict": "reproduces"}})
+    assert claim.parts_sentence({}).startswith("No part")
+
+
+def test_margin_rule():
+    from simlib.findings import claim
+
+    m = claim.margin(0.40, 0.32, 0.25)
+    assert m["margin"] == pytest.approx(0.02) and m["headroom"] == pytest.approx(0.08)
+    assert np.isnan(claim.margin(0.30, 0.32, 0.25)["margin"])
+    with pytest.raises(ValueError, match="1.5"):
+        claim.margin(0.4, 0.3, 1.5)

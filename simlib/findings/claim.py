@@ -28,7 +28,7 @@ import pandas as pd
 from simlib.findings.transfer import matrix, probe_gains
 from simlib.measures import power, verdicts
 
-__all__ = ["KEYS", "RULES", "values", "statistic", "margin", "decide", "decide_all", "decomposition",
+__all__ = ["KEYS", "RULES", "values", "statistic", "margin", "margin_of_run", "decide", "decide_all", "decomposition",
            "projection", "parts_sentence", "power_sentence"]
 
 KEYS: tuple[str, ...] = ("reward", "reward:inflation", "reward:transfer", "reward:real-gain")
@@ -90,6 +90,21 @@ def margin(agreement: float, base: float, fraction: float) -> dict:
     head = float(agreement) - float(base)
     return {"agreement": float(agreement), "base": float(base), "headroom": head, "fraction": float(fraction),
             "margin": fraction * head if head > 0 else float("nan")}
+
+
+def margin_of_run(evals: dict, agreement: dict[str, float], fraction: float, fallback: float,
+                  kind: str = "real") -> dict:
+    """:func:`margin` on this run: ``agreement`` per held-out post
+    (:func:`simlib.steps.reference_agreement`), the base policy's score against the same references
+    on the same posts (every seed's base evaluation averaged). Adds ``used``, the margin the verdicts
+    take: the rule's, or ``fallback`` when the rule gives none."""
+    base = [np.asarray(ev["scores"][kind], dtype=float)[[i for i, p in enumerate(ev["post_id"])
+                                                          if p.startswith("test:") and p[5:] in agreement]]
+            for (k, _), ev in evals.items() if k == "base"]
+    level = float(np.nanmean(np.concatenate(base))) if base else float("nan")
+    m = margin(float(np.mean(list(agreement.values()))) if agreement else float("nan"), level, fraction)
+    ok = bool(np.isfinite(m["margin"]) and m["margin"] > 0)
+    return {**m, "posts": len(agreement), "from_rule": ok, "used": m["margin"] if ok else float(fallback)}
 
 
 def decide(ch: pd.DataFrame, key: str, margin_f1: float) -> verdicts.Verdict:
