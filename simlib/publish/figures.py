@@ -295,14 +295,15 @@ def run_took_off(curve, kind: str, seed: int, kl):
     a.set_xlabel("GRPO step")
     a.set_ylabel(f"training reward ({kind} targets)")
     a.legend(fontsize=8)
-    labels = [f"{t}\nseed {s}" for t, s in kl.index]
+    labels = [f"{t[:5]}\n{s}" for t, s in kl.index]
     bars = b.bar(range(len(kl)), kl.to_numpy(), color=[colour({"synthetic": "plain"}.get(t, t)) for t, _ in kl.index],
                  alpha=0.6)
     for bar, (t, s) in zip(bars, kl.index):
         if t == kind and int(s) == int(seed):
-            bar.set_edgecolor("black")
-            bar.set_linewidth(2)
+            bar.set_edgecolor("#d62728")
+            bar.set_linewidth(2.5)
     b.set_xticks(range(len(kl)), labels, fontsize=7)
+    b.set_xlabel("run (targets, seed)")
     b.set_ylabel("KL estimate from base (nats/token)")
     fig.tight_layout()
     return fig
