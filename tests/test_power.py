@@ -164,3 +164,17 @@ def test_margin_rule():
     assert np.isnan(claim.margin(0.30, 0.32, 0.25)["margin"])
     with pytest.raises(ValueError, match="1.5"):
         claim.margin(0.4, 0.3, 1.5)
+
+
+def test_power_sentence_is_chosen_by_the_numbers():
+    from simlib.findings import claim, transfer
+
+    ch = transfer.changes(_runs({}, seeds=(0, 1, 2, 3)))
+    d = claim.decomposition(ch)
+    proj = claim.projection(ch, "reward", [30, 120], [4, 16], 10, 0.02)
+    assert "it reaches the margin" in claim.power_sentence(d, proj, 0.02)
+    tight = claim.power_sentence(d, claim.projection(ch, "reward", [30, 120], [4, 16], 10, 1e-3), 1e-3)
+    assert "does not reach" in tight and "largest" in tight
+    one = transfer.changes(_runs({}, seeds=(0,)))
+    assert "single seed" in claim.power_sentence(claim.decomposition(one),
+                                                 claim.projection(one, "reward", [30], [2], 10, 0.02), 0.02)

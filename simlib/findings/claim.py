@@ -194,6 +194,8 @@ def power_sentence(decomp: pd.DataFrame, proj: pd.DataFrame, margin_f1: float, k
     head = (f"The contrast's MDE is {r['mde']:.4f} F1 against a margin of {margin_f1:.4f}: "
             f"{'it reaches' if r['mde'] <= margin_f1 else 'it does not reach'} the margin, and its largest "
             f"variance term is the {r['blocking']} term ({r['share_' + r['blocking']]:.0%} of the variance of the mean).")
+    if r["mde"] <= margin_f1:
+        return head
     ok = proj[proj["reaches_margin"]].sort_values(["grpo_steps", "posts"])
     if ok.empty:
         big = proj.sort_values(["grpo_steps", "posts"]).iloc[-1]
