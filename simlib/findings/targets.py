@@ -52,8 +52,8 @@ def sentence(table: pd.DataFrame, scorer_wrote_them: bool) -> str:
     rep = _side(table.loc["repetition"], +1)
     lp = _side(table.loc["mean_logprob"], +1)
     homog = {"as predicted": "are more homogeneous than the real ones (their repetition is higher)",
-             "against": "are **not** more homogeneous than the real ones: they are more varied (lower repetition)",
-             "unclear": "are **not** shown to be more homogeneous than the real ones (the repetition "
+             "against": "are not more homogeneous than the real ones: they are more varied (lower repetition)",
+             "unclear": "are not shown to be more homogeneous than the real ones (the repetition "
                         "interval covers 0)"}[rep]
     pred = {"as predicted": "more predictable under the scorer", "against": "less predictable under the scorer",
             "unclear": "no more predictable under the scorer than real ones, as far as this run can tell"}[lp]

@@ -84,8 +84,12 @@ class Verdict:
     def sentence(self, fmt: str = "+.3f") -> str:
         """``reproduces (effect +0.012, 95% CI [+0.004, +0.020], MDE 0.011)``, for the text."""
         lo, hi = self.ci
-        return (f"{self.verdict} (effect {format(self.effect, fmt)}, 95% CI [{format(lo, fmt)}, "
-                f"{format(hi, fmt)}], MDE {format(self.mde, fmt.lstrip('+'))})")
+
+        def f(x: float, spec: str = fmt) -> str:
+            return format(x, spec) if np.isfinite(x) else "n/a"
+
+        ci = f"[{f(lo)}, {f(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
+        return f"{self.verdict} (effect {f(self.effect)}, 95% CI {ci}, MDE {f(self.mde, fmt.lstrip('+'))})"
 
 
 def decide(effect: float, lo: float, hi: float, *, margin: float, n: int, rule: str,
