@@ -122,8 +122,12 @@ class Config:
     eval_refs: int = _f(4, "References per held-out post and kind; a reply's score is its mean F1 over them.")
     remedy_seeds: int = _f(0, "The remedy chapter trains its new styles with the first this-many of grpo_seeds (0 = "
                               "all); its synthetic and real runs are the reward chapter's.")
-    reward_margin: float = _f(0.02, "Smallest synthetic-minus-real gain contrast (BERTScore F1) that counts as "
-                                    "the study's effect: the verdict 'contradicts' needs the interval below it.")
+    reward_margin_fraction: float = _f(0.25, "The reward chapter's margin (the smallest effect that counts, in "
+                                             "BERTScore F1) is this fraction of the headroom: the real references' "
+                                             "F1 against each other minus the base policy's F1 against them, on "
+                                             "held-out posts (simlib.findings.claim.margin).")
+    reward_margin: float = _f(0.02, "Fallback margin (BERTScore F1), used only when the base policy leaves no "
+                                    "headroom below the references' agreement, so the fraction rule gives none.")
     # --- log-prob ----------------------------------------------------------------------
     logprob_batch_size: int = _f(16, "Responses scored per forward pass.")
     sample_rows: int = _f(96, "Sequences decoded together when a local model samples (the scorer's own samples, "
@@ -229,6 +233,8 @@ class Config:
         need(self.remedy_seeds >= 0, f"remedy_seeds must be >= 0, got {self.remedy_seeds!r}")
         need(self.probe_posts >= 0, f"probe_posts must be >= 0, got {self.probe_posts!r}")
         need(self.reward_margin > 0, f"reward_margin must be > 0, got {self.reward_margin!r}")
+        need(0 < self.reward_margin_fraction < 1,
+             f"reward_margin_fraction must lie in (0, 1), got {self.reward_margin_fraction!r}")
         writer = self.generator if self.reward_synthetic_from == "generator" else self.reward_synthetic_from
         need(writer != self.policy,
              f"the synthetic targets' writer must not be the policy (reward_synthetic_from="

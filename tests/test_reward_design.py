@@ -70,7 +70,7 @@ def test_design_probe_and_test_sets():
                         eval_only=("policy_own",))
     assert d.n_examples == 6 and set(d.train_refs) == {"synthetic", "real"}
     assert d.probe["post_id"].tolist() == ["a", "b"]
-    assert d.probe_refs["real"]["b"] == d.train_refs["real"]["b#0"]
+    assert d.probe_refs["real"]["b"] == d.train_refs["real"]["b#0"] + d.train_refs["real"]["b#1"]  # all its targets
     assert d.test_refs["real"]["d"] == ["rd0", "rd1"] and d.test_refs["policy_own"]["d"] == ["od"]
 
 
@@ -120,12 +120,15 @@ def test_verdict_entry_matches_the_schema(tmp_path):
     assert verdicts.load(tmp_path)["reward"] == entry and "margin 0.02" in entry["rule"]
 
 
-def test_mde_curve_shrinks_with_seeds_and_posts():
-    curve = transfer.mde_curve(transfer.changes(_evals(0.0, seed=3)), steps_per_run=10, n_boot=300)
-    assert len(curve) == 8 and curve["grpo_steps"].max() == 80
-    full = curve[(curve["seeds"] == 4) & (curve["probe_posts"] == 40)]["mde"].iloc[0]
-    half = curve[(curve["seeds"] == 2) & (curve["probe_posts"] == 20)]["mde"].iloc[0]
-    assert full < half
+def test_projection_from_components_shrinks_with_seeds_and_posts():
+    from simlib.findings import claim
+
+    ch = transfer.changes(_evals(0.0, seed=3))
+    proj = claim.projection(ch, "reward", [20, 40, 80], [2, 4, 8], steps_per_run=10, target=0.02)
+    assert len(proj) == 9 and proj["grpo_steps"].max() == 160
+    at = proj.set_index(["posts", "seeds"])["mde"]
+    assert at[(80, 8)] < at[(40, 4)] < at[(20, 2)]
+    assert (proj["reaches_margin"] == (proj["mde"] <= 0.02)).all()
 
 
 def test_level_gap_reads_test_posts_only_and_warns_of_nothing():

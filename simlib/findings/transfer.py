@@ -3,8 +3,11 @@ Tables and the verdict of the `03_reward` chapter (finding 2).
 
 Built from the paired evaluations of :func:`simlib.steps.reward_evaluations`: every trained policy
 and the base policy reply to the same probe and test posts with the same sampling seeds, so the
-change of a post's score is a paired difference. Intervals resample posts and seeds together
-(:func:`simlib.measures.verdicts.two_way_bootstrap`): both vary between replications of the experiment.
+change of a post's score is a paired difference. Posts and seeds both vary between replications of
+the experiment: the contrast's interval is a t interval from their crossed variance components
+(:func:`simlib.measures.power.interval`, few seeds give few degrees of freedom); the descriptive
+``cells`` tables resample posts and seeds (:func:`simlib.measures.verdicts.two_way_bootstrap`).
+The claim's other parts and the power tables are in :mod:`simlib.findings.claim`.
 """
 from __future__ import annotations
 
@@ -13,17 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simlib.measures import verdicts
+from simlib.measures import power, verdicts
 
 
 def curves(runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
     """One row per (target, seed, step) with the mean training reward of that step's completions
-    (each step sees other examples, so this curve shows training, not a measured gain)."""
+    (each step sees other examples, so this curve shows training, not a measured gain) and the KL
+    the trainer logged (NaN when it computes none, as with no KL penalty)."""
     from simlib.train import read_log
 
-    rows = [{"target": target, "seed": seed, "step": r["step"], "reward": r["reward_mean"]}
+    rows = [{"target": target, "seed": seed, "step": r["step"], "reward": r["reward_mean"],
+             "kl": r.get("kl") if r.get("kl") is not None else float("nan")}
             for (target, seed), run in runs.items() for r in read_log(Path(run).parent)]
-    return pd.DataFrame(rows, columns=["target", "seed", "step", "reward"])
+    return pd.DataFrame(rows, columns=["target", "seed", "step", "reward", "kl"])
 
 
 def changes(evals: dict) -> pd.DataFrame:
@@ -47,7 +52,7 @@ def changes(evals: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trained_on", "seed", "section", "post_id", "against", "before", "after", "delta"])
 
 
-def _matrix(values: pd.DataFrame) -> np.ndarray:
+def matrix(values: pd.DataFrame) -> np.ndarray:
     """posts x seeds of ``values["delta"]`` (NaN where missing)."""
     return values.pivot_table(index="post_id", columns="seed", values="delta", aggfunc="mean").to_numpy()
 
@@ -60,14 +65,15 @@ def probe_gains(ch: pd.DataFrame) -> pd.DataFrame:
 def contrast(ch: pd.DataFrame, a: str = "synthetic", b: str = "real", n_boot: int = 2000,
              seed: int = 0) -> dict:
     """Mean over probe posts x seeds of (gain of run ``a``) - (gain of run ``b``), paired by post and
-    seed, with its two-way bootstrap interval, SE, MDE and the number of (post, seed) cells."""
+    seed, with its t interval from the crossed components (:func:`simlib.measures.power.interval`:
+    SE, Satterthwaite df, MDE, components) and the number of complete (post, seed) cells.
+    ``n_boot``/``seed`` are kept for callers; the interval needs no resampling."""
     g = probe_gains(ch)
     ga = g[g["trained_on"] == a].set_index(["post_id", "seed"])["delta"]
     gb = g[g["trained_on"] == b].set_index(["post_id", "seed"])["delta"]
     d = (ga - gb).dropna().rename("delta").reset_index()
-    mean, lo, hi, se = verdicts.two_way_bootstrap(_matrix(d), n_boot=n_boot, seed=seed)
-    return {"effect": mean, "lo": lo, "hi": hi, "se": se, "mde": verdicts.mde(se), "n": int(len(d)),
-            "posts": int(d["post_id"].nunique()), "seeds": int(d["seed"].nunique())}
+    iv = power.interval(matrix(d))
+    return {**iv, "n": int(iv["posts"] * iv["seeds"])}
 
 
 def cells(ch: pd.DataFrame, section: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -76,7 +82,7 @@ def cells(ch: pd.DataFrame, section: str, n_boot: int = 2000, seed: int = 0) -> 
     rows = []
     sub = ch[ch["section"] == section]
     for (t, a), g in sub.groupby(["trained_on", "against"], sort=False):
-        mean, lo, hi, se = verdicts.two_way_bootstrap(_matrix(g), n_boot=n_boot, seed=seed)
+        mean, lo, hi, se = verdicts.two_way_bootstrap(matrix(g), n_boot=n_boot, seed=seed)
         rows.append({"trained_on": t, "against": a, "before": g["before"].mean(), "after": g["after"].mean(),
                      "delta": mean, "lo": lo, "hi": hi, "mde": verdicts.mde(se),
                      "posts": int(g["post_id"].nunique()), "seeds": int(g["seed"].nunique())})
@@ -112,33 +118,36 @@ def level_gap(evals: dict, a: str, b: str, n_boot: int = 2000, seed: int = 0) ->
 
 
 RULE = ("effect = mean over probe posts x seeds of [gain with synthetic targets - gain with real targets], "
-        "each gain = trained minus base BERTScore F1 against the run's own target, same sampling seeds; "
-        "95% CI by bootstrap over posts and seeds; reproduces if CI > 0, contradicts if CI < margin, "
-        "else inconclusive")
+        "each gain = trained minus base BERTScore F1 against the run's own targets, same sampling seeds; "
+        "95% CI: t interval from the crossed post x seed variance components (Satterthwaite df); "
+        "reproduces if CI > 0, contradicts if CI < margin, else inconclusive")
 
 
 def verdict(ch: pd.DataFrame, margin: float, n_boot: int = 2000, seed: int = 0) -> verdicts.Verdict:
     """Finding 2's verdict by the rule stated in the chapter (:data:`RULE`, margin in F1)."""
     c = contrast(ch, n_boot=n_boot, seed=seed)
-    return verdicts.decide(c["effect"], c["lo"], c["hi"], margin=margin, n=c["n"], se=c["se"],
-                           rule=f"{RULE}; margin {margin:g} F1")
+    return verdicts.decide(c["effect"], c["lo"], c["hi"], margin=margin, n=c["n"], se=c["se"], mde_value=c["mde"],
+                           rule=f"{RULE}; margin {margin:.4g} F1")
 
 
-def mde_curve(ch: pd.DataFrame, steps_per_run: int, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """The contrast's MDE as the experiment grows, measured on this run's own data: for the first
-    k seeds (k = 1 .. all) and the first half or all of the probe posts, the MDE and the GRPO steps
-    those runs cost (two runs of ``steps_per_run`` per seed). Extrapolating it says what budget
-    would reach a given MDE; with one seed the seed-to-seed variance is not seen, so that row is
-    optimistic."""
-    g = probe_gains(ch)
-    seeds = sorted(g["seed"].unique())
-    posts = list(dict.fromkeys(g["post_id"]))
-    rows = []
-    for k in range(1, len(seeds) + 1):
-        for share in (0.5, 1.0):
-            keep = posts[:max(2, int(round(share * len(posts))))]
-            sub = ch[ch["seed"].isin(seeds[:k]) & ch["post_id"].isin(keep)]
-            c = contrast(sub, n_boot=n_boot, seed=seed)
-            rows.append({"seeds": k, "probe_posts": len(keep), "grpo_steps": 2 * k * steps_per_run,
-                         "mde": c["mde"], "effect": c["effect"]})
-    return pd.DataFrame(rows)
+def per_seed(ch: pd.DataFrame, moved: pd.DataFrame) -> pd.DataFrame:
+    """One row per (trained_on, seed): the run's mean gain on the probe posts against its own kind of
+    target, its held-out KL estimate from the base (:func:`movement`), and how far its gain lies from
+    the median gain of its kind's runs."""
+    g = probe_gains(ch).groupby(["trained_on", "seed"])["delta"].mean().rename("gain").reset_index()
+    out = g.merge(moved[["trained_on", "seed", "kl_estimate"]], on=["trained_on", "seed"], how="left")
+    out["from_median"] = out["gain"] - out.groupby("trained_on")["gain"].transform("median")
+    return out.set_index(["trained_on", "seed"])
+
+
+def took_off(table: pd.DataFrame, ratio: float = 3.0) -> dict:
+    """The run whose gain lies furthest from its kind's median (:func:`per_seed`), and whether it
+    stands out: its distance exceeds ``ratio`` times the median distance of its kind's other runs
+    (a robust rule: one run cannot hide itself by inflating an SD)."""
+    dist = table["from_median"].abs()
+    key = dist.idxmax()
+    others = dist.xs(key[0], level="trained_on").drop(key[1])
+    typical = float(others.median()) if len(others) else float("nan")
+    stands = bool(len(others) >= 2 and dist[key] > ratio * max(typical, 1e-12))
+    return {"trained_on": key[0], "seed": int(key[1]), "gain": float(table.loc[key, "gain"]),
+            "from_median": float(table.loc[key, "from_median"]), "typical": typical, "stands_out": stands}

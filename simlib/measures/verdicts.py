@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from simlib.cache import atomic_write_json
+from simlib.measures.power import t_factor
 
 VERDICTS: tuple[str, ...] = ("reproduces", "contradicts", "inconclusive")
 KEYS: tuple[str, ...] = ("verdict", "effect", "ci", "mde", "n", "rule")
@@ -83,15 +84,20 @@ class Verdict:
     def sentence(self, fmt: str = "+.3f") -> str:
         """``reproduces (effect +0.012, 95% CI [+0.004, +0.020], MDE 0.011)``, for the text."""
         lo, hi = self.ci
-        return (f"{self.verdict} (effect {format(self.effect, fmt)}, 95% CI [{format(lo, fmt)}, "
-                f"{format(hi, fmt)}], MDE {format(self.mde, fmt.lstrip('+'))})")
+
+        def f(x: float, spec: str = fmt) -> str:
+            return format(x, spec) if np.isfinite(x) else "n/a"
+
+        ci = f"[{f(lo)}, {f(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
+        return f"{self.verdict} (effect {f(self.effect)}, 95% CI {ci}, MDE {f(self.mde, fmt.lstrip('+'))})"
 
 
 def decide(effect: float, lo: float, hi: float, *, margin: float, n: int, rule: str,
-           se: float | None = None) -> Verdict:
+           se: float | None = None, mde_value: float | None = None) -> Verdict:
     """The three-way rule (module docstring) on an effect oriented so that the study predicts > 0.
 
-    ``se`` defaults to the interval's normal-equivalent SE (:func:`se_from_ci`).
+    ``se`` defaults to the interval's normal-equivalent SE (:func:`se_from_ci`); ``mde_value``, when
+    given (e.g. a t-based MDE, :func:`simlib.measures.power.interval`), replaces ``mde(se)``.
 
     >>> decide(0.05, 0.02, 0.08, margin=0.02, n=30, rule="r").verdict
     'reproduces'
@@ -111,8 +117,31 @@ def decide(effect: float, lo: float, hi: float, *, margin: float, n: int, rule: 
     else:
         verdict = "inconclusive"
     se = se_from_ci(lo, hi) if se is None else se
-    return Verdict(verdict, float(effect), (float(lo), float(hi)), mde(se) if np.isfinite(se) else float("nan"),
-                   int(n), rule)
+    m = mde_value if mde_value is not None else (mde(se) if np.isfinite(se) else float("nan"))
+    return Verdict(verdict, float(effect), (float(lo), float(hi)), float(m), int(n), rule)
+
+
+def decide_no_gain(effect: float, lo: float, hi: float, *, equivalent: bool, margin: float, n: int, rule: str,
+                   se: float, df: float, mde_value: float | None = None) -> Verdict:
+    """The rule for a claim of *no meaningful change* (e.g. "no meaningful improvement on real data"):
+    **reproduces** when two one-sided tests place the effect within ``±margin`` (``equivalent``,
+    :func:`simlib.measures.power.tost`), **contradicts** when its 95% interval ``[lo, hi]`` lies above
+    ``margin``, **inconclusive** otherwise. Absence of a significant gain is not enough to reproduce.
+
+    >>> decide_no_gain(0.05, 0.03, 0.07, equivalent=False, margin=0.02, n=9, rule="r", se=0.01, df=9).verdict
+    'contradicts'
+    """
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0 (the smallest effect that counts), got {margin!r}")
+    if equivalent:
+        verdict = "reproduces"
+    elif np.isfinite(lo) and lo > margin:
+        verdict = "contradicts"
+    else:
+        verdict = "inconclusive"
+    if mde_value is None:
+        mde_value = t_factor(df) * se if np.isfinite(df) and np.isfinite(se) else float("nan")
+    return Verdict(verdict, float(effect), (float(lo), float(hi)), float(mde_value), int(n), rule)
 
 
 INCONCLUSIVE_READING = ("the interval covers both 0 and the margin, so this run cannot tell; {what} smaller than "
@@ -206,6 +235,11 @@ def record(work_dir: str | Path, key: str, verdict: Verdict | dict) -> dict:
 FINDINGS: dict[str, str] = {
     "gap": "Synthetic replies are narrower than real ones (finding 1)",
     "reward": "GRPO gains more on synthetic targets than on real ones (finding 2)",
+    "reward:inflation": "Within synthetic-trained runs, the held-out gain reads larger against synthetic "
+                        "references than against real ones (finding 2a)",
+    "reward:transfer": "Against the same real references, real-trained policies beat synthetic-trained ones "
+                       "on held-out posts (finding 2b)",
+    "reward:real-gain": "Training on real targets brings no meaningful improvement on real data (finding 2c)",
     "logprob": "A third model finds synthetic replies more predictable than real ones (finding 3)",
 }
 

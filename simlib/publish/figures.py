@@ -275,3 +275,35 @@ def interval_rows(table, xlabel: str, reference: float = 0.0):
     ax.set_xlabel(xlabel)
     ax.grid(axis="y", alpha=0)
     return fig
+
+
+def run_took_off(curve, kind: str, seed: int, kl):
+    """Left: training reward per step of every run of ``kind``, the run of ``seed`` drawn thick;
+    right: each run's held-out KL estimate from the base policy (``kl``: a Series indexed by
+    (trained_on, seed)), the same run's bar outlined. Logged per-step KL, where the trainer computed
+    one, is drawn dashed on a second axis of the left panel."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    c = colour({"synthetic": "plain"}.get(kind, kind))
+    for s, g in curve[curve["target"] == kind].groupby("seed"):
+        mine = int(s) == int(seed)
+        a.plot(g["step"], g["reward"], color=c, alpha=1.0 if mine else 0.3, linewidth=2.5 if mine else 1,
+               label=f"seed {s}" if mine else None)
+        if mine and g["kl"].notna().any():
+            k = a.twinx()
+            k.plot(g["step"], g["kl"], color="black", linestyle="--", linewidth=1, label="logged KL")
+            k.set_ylabel("logged KL")
+    a.set_xlabel("GRPO step")
+    a.set_ylabel(f"training reward ({kind} targets)")
+    a.legend(fontsize=8)
+    labels = [f"{t[:5]}\n{s}" for t, s in kl.index]
+    bars = b.bar(range(len(kl)), kl.to_numpy(), color=[colour({"synthetic": "plain"}.get(t, t)) for t, _ in kl.index],
+                 alpha=0.6)
+    for bar, (t, s) in zip(bars, kl.index):
+        if t == kind and int(s) == int(seed):
+            bar.set_edgecolor("#d62728")
+            bar.set_linewidth(2.5)
+    b.set_xticks(range(len(kl)), labels, fontsize=7)
+    b.set_xlabel("run (targets, seed)")
+    b.set_ylabel("KL estimate from base (nats/token)")
+    fig.tight_layout()
+    return fig

@@ -13,7 +13,7 @@ from simlib.steps.artifacts import cached_artifact, code_hash, load_tokenizer
 from simlib.steps.scoring import own_samples
 
 __all__ = ["policy_prompts", "reward_targets", "reward_design", "train_spec", "grpo_runs", "eval_seed",
-           "policy_evaluation", "reward_evaluations"]
+           "policy_evaluation", "reward_evaluations", "reference_agreement", "target_table"]
 
 
 def policy_prompts(cfg: Config, posts: pd.DataFrame) -> pd.DataFrame:
@@ -158,3 +158,33 @@ def reward_evaluations(cfg: Config, design, runs: dict[tuple[str, int], Path]) -
     for (kind, s), run in runs.items():
         out[(kind, s)] = policy_evaluation(cfg, str(run), design, s, base=out[("base", s)])
     return out
+
+
+def reference_agreement(cfg: Config, design, kind: str = "real") -> dict[str, float]:
+    """Per held-out post with at least two references of ``kind``: the mean BERTScore F1 of each
+    reference against the post's other references, scored as a policy's reply is
+    (:func:`simlib.train.evaluate.score_replies`): how close one real reply comes to the others,
+    the ceiling the margin rule measures headroom against (:func:`simlib.findings.claim.margin`)."""
+    from simlib.train.evaluate import score_replies
+
+    refs = {p: list(v) for p, v in design.test_refs[kind].items() if len(v) >= 2}
+    ids = [f"{p}{_SEP}{i}" for p, v in refs.items() for i in range(len(v))]
+    others = {f"{p}{_SEP}{i}": v[:i] + v[i + 1:] for p, v in refs.items() for i in range(len(v))}
+    got = score_replies([[refs[i.rsplit(_SEP, 1)[0]][int(i.rsplit(_SEP, 1)[1])]] for i in ids], ids,
+                        {kind: others}, cfg.encoder)[kind]
+    per: dict[str, list[float]] = {}
+    for i, f in zip(ids, got):
+        per.setdefault(i.rsplit(_SEP, 1)[0], []).append(f)
+    return {p: sum(v) / len(v) for p, v in per.items()}
+
+
+_SEP = "@"  # reference id = f"{post_id}@{i}" (post ids never contain it)
+
+
+def target_table(cfg: Config, real: pd.DataFrame, posts: pd.DataFrame,
+                 synthetic: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The reward chapter's capped targets of both kinds as a long table (post_id, source, text):
+    what the runs are trained towards, for the homogeneity check of :mod:`simlib.findings.targets`."""
+    targets = reward_targets(cfg, real, posts, synthetic)
+    return pd.DataFrame([{"post_id": p, "source": kind, "text": t} for kind in ("real", "synthetic")
+                         for p, ts in targets[kind].items() for t in ts])

@@ -109,7 +109,7 @@ class Design:
     """Everything the reward experiment trains and evaluates on, for every kind of target.
 
     ``train``/``train_refs``: the training examples (:func:`paired`). ``probe``: prompts of a fixed set
-    of training posts, each with the target of its first training example (``probe_refs``), on which
+    of training posts, each with the targets of all its training examples (``probe_refs``), on which
     every policy's reward is measured with fixed sampling seeds. ``test``: held-out posts, each with
     up to ``r`` references per kind (``test_refs``), for transfer. Kinds in ``eval_only`` are
     references for evaluation, never training targets.
@@ -139,7 +139,9 @@ def design(train_prompts: pd.DataFrame, test_prompts: pd.DataFrame, targets: Map
     kept = list(dict.fromkeys(train["source_post"]))
     kept = kept[:probe_posts] if probe_posts else kept
     probe = train_prompts.assign(post_id=train_prompts["post_id"].astype(str)).set_index("post_id").loc[kept].reset_index()
-    probe_refs = {kd: {p: [train_refs[kd][f"{p}{SEP}0"][0]] for p in kept} for kd in trained}
+    # a probe post is scored against every training target of its post: their mean F1 is the post's
+    # expected training reward, with less noise than one target's (the paired gain is unchanged)
+    probe_refs = {kd: {p: [train_refs[kd][f"{p}{SEP}{i}"][0] for i in range(k)] for p in kept} for kd in trained}
     tp = test_prompts.assign(post_id=test_prompts["post_id"].astype(str))
     tp = tp[[all(targets[kd].get(p) for kd in targets) for p in tp["post_id"]]].reset_index(drop=True)
     test_refs = {kd: {p: list(targets[kd][p][:r]) for p in tp["post_id"]} for kd in targets}
