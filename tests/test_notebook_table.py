@@ -60,3 +60,13 @@ def test_reader_tags_hide_code_but_keep_a_notebook_choice():
     assert reader_tags({"cell_type": "code", "metadata": {"tags": ["show-input"]}}) == ["show-input"]
     assert reader_tags({"cell_type": "markdown", "metadata": {}}) == []
     assert "hide-input" in reader_tags({"cell_type": "code", "metadata": {"mystnb": {}}})
+
+
+def test_estimate_grid_gives_each_measure_its_decimals_and_dashes_undefined_ones():
+    long = pd.DataFrame({"measure": ["entropy", "entropy", "repetition", "repetition"],
+                         "source": ["real", "plain"] * 2, "mean": [1.523, np.nan, 0.41234, 0.5],
+                         "lo": [1.2, np.nan, 0.4, 0.45], "hi": [1.8, np.nan, 0.43, 0.55]})
+    grid = nb.estimates(long, "measure", "source")
+    assert grid.loc["entropy", "real"] == "1.52 [1.20, 1.80]"
+    assert grid.loc["entropy", "plain"] == tables.DASH
+    assert grid.loc["repetition", "real"] == "0.412 [0.400, 0.430]"

@@ -76,3 +76,10 @@ def table(df, note: str | None = None, missing: str | None = None):
     from simlib.publish.tables import styled
 
     return styled(df, note=note, missing=missing)
+
+
+def estimates(df, index: str, columns: str, value: str = "mean"):
+    """``"estimate [lo, hi]"`` texts in a grid (:func:`simlib.publish.tables.estimate_grid`), for :func:`table`."""
+    from simlib.publish.tables import estimate_grid
+
+    return estimate_grid(df, index, columns, value)

@@ -104,14 +104,30 @@ def styled(df, note: str | None = None, missing: str | None = None):
     if isinstance(df, pd.Series):
         df = df.to_frame()
     shown = merge_intervals(df)
-    has_missing = shown.map(lambda x: _is_missing(x) or (x == DASH)).to_numpy().any()
-    styler = shown.style
-    for col in shown.columns:
-        styler = styler.format(column_format(str(col), shown[col].tolist()), subset=[col])
-    styler = styler.format_index(_index_label, axis=0)
+    text = shown.astype(object).copy()
+    for i in range(shown.shape[1]):  # by position: duplicate or tuple column names are fine
+        fmt = column_format(str(shown.columns[i]), shown.iloc[:, i].tolist())
+        text.iloc[:, i] = [fmt(x) for x in shown.iloc[:, i]]
+    has_missing = bool((text == DASH).to_numpy().any())
+    styler = text.style.format_index(_index_label, axis=0)
     notes = [note] if note else []
     if has_missing:
         notes.append(f"{DASH} : {missing}" if missing else MISSING_NOTE)
     if notes:
         styler = styler.set_caption(" ".join(notes))
     return styler.set_table_attributes('class="simlib-table"')
+
+
+def estimate_grid(df: pd.DataFrame, index: str, columns: str, value: str = "mean", lo: str = "lo",
+                  hi: str = "hi") -> pd.DataFrame:
+    """A grid of ``"estimate [lo, hi]"`` texts, rows ``index`` by columns ``columns`` of a long table;
+    each row has its own decimals (rows are measures on their own scales), a dash where undefined."""
+    grid = df.pivot(index=index, columns=columns, values=[value, lo, hi])
+    out = pd.DataFrame(index=grid.index, columns=grid[value].columns, dtype=object)
+    for row in grid.index:
+        fmt = column_format(str(row), grid.loc[row].tolist())
+        for col in out.columns:
+            v, a, b = (grid.loc[row, (k, col)] for k in (value, lo, hi))
+            out.loc[row, col] = DASH if _is_missing(v) else fmt(v) + ("" if _is_missing(a) or _is_missing(b)
+                                                                     else f" [{fmt(a)}, {fmt(b)}]")
+    return out
