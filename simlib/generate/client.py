@@ -38,6 +38,7 @@ from collections import Counter
 from typing import Iterable
 
 from simlib.cache import JsonlStore
+from simlib.progress import report as report_progress
 from simlib.generate.requests import (GenerationReport, GenRequest, MalformedResponse, api_key, completion_fields, estimate_cost,
                                      failures_path, make_failure, make_record, resolve_requests, scrub)
 
@@ -209,6 +210,7 @@ async def agenerate(
             try:
                 await one(req)
             finally:
+                report_progress("generation", report.n_ok + report.n_failed, len(todo), model=req.model)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(ok=report.n_ok, failed=report.n_failed, retries=report.n_retries, refresh=False)
