@@ -32,7 +32,7 @@ def test_an_interval_is_one_column_in_place_of_its_ends():
                        "mde": [0.04, 0.05], "gain_lo": [0.1, np.nan], "gain_hi": [0.3, np.nan]})
     shown = _cells(nb.table(df))
     assert list(shown.columns) == ["delta", "95% CI", "mde", "gain 95% CI"]
-    assert shown["95% CI"].tolist() == ["[-0.0051, 0.0301]", "[-0.0123, 0.0088]"]
+    assert shown["95% CI"].tolist() == ["[-0.0051, +0.0301]", "[-0.0123, +0.0088]"]  # signed as its estimate
     assert shown["gain 95% CI"].tolist()[1] == tables.DASH
 
 

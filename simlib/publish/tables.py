@@ -86,10 +86,12 @@ def merge_intervals(df: pd.DataFrame) -> pd.DataFrame:
     column formatted like its point estimate (the column before it)."""
     out = df.copy()
     for lo, hi, name in interval_pairs(df.columns):
-        both = pd.concat([df[lo], df[hi]])
-        fmt = column_format(lo, both.tolist())
-        text = [DASH if _is_missing(a) or _is_missing(b) else f"[{fmt(a)}, {fmt(b)}]" for a, b in zip(df[lo], df[hi])]
         at = list(out.columns).index(lo)
+        stem = lo[:-3] if lo.endswith("_lo") else None
+        # signed like its estimate (the x of x_lo, else the column before), decimals of its own
+        point = stem if stem in out.columns else str(out.columns[at - 1]) if at else lo
+        fmt = column_format(point, pd.concat([df[lo], df[hi]]).tolist())
+        text = [DASH if _is_missing(a) or _is_missing(b) else f"[{fmt(a)}, {fmt(b)}]" for a, b in zip(df[lo], df[hi])]
         out = out.drop(columns=[lo, hi])
         out.insert(at, name, text)
     return out
