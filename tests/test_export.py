@@ -102,3 +102,10 @@ def test_quality_joins_on_post_source_and_text():
                           "fluency": [-1.0], "passes": [True]})
     out = exp.with_quality(rows, gated)
     assert np.isnan(out.loc[0, "relevance"]) and out.loc[1, "relevance"] == 0.1
+
+
+def test_card_names_the_dumps_when_the_run_read_dumps():
+    from simlib.publish import card
+
+    text = card.origin(config.load("smoke"), {"source": "dumps", "dumps": [["RS_2023-01.zst", "RC_2023-01.zst"]]})
+    assert "`RS_2023-01.zst`" in text and "JianLoong" not in text and "do not redistribute" in text

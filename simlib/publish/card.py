@@ -51,13 +51,30 @@ def quality(counts: dict, cfg: Config) -> str:
             f"diversity, stance and quality differ from the real ones; read them as a study's material.\n")
 
 
+def origin(cfg: Config, report: dict) -> str:
+    kept = (f"read by simlib with its filters (load-more stubs, deleted and removed replies, bots, moderator posts, "
+            f"replies shorter than {cfg.min_chars} characters; posts with {cfg.min_responses} to {cfg.max_responses} "
+            "replies)")
+    terms = ("The text is Reddit users' content under Reddit's user agreement. Treat it as research data: **do not "
+             "redistribute** this dataset or push it to a public hub.")
+    if report.get("source") == "dumps":
+        files = ", ".join(f"`{d}`" for pair in report.get("dumps", []) for d in pair)
+        return (f"Posts and real replies are Reddit users' public posts and comments from the Pushshift/Arctic-Shift "
+                f"dump files given to the run ({files}), {kept}. {terms}\n")
+    return (f"Posts and real replies are Reddit users' public posts and top-level comments, saved by the third-party "
+            f"crawler [{SOURCE[0]}]({SOURCE[0]}) (commit `{SOURCE[1][:8]}`) from reddit.com's public `.json` endpoints "
+            f"between July 2023 and January 2024 (\"hot\" listings), and {kept}. The crawler's code is MIT-licensed "
+            f"(Copyright (c) 2023 Jian Liew). {terms} The crawl keeps no authors and only top-level comments; its "
+            "scores are stored modulo 256, so this dataset omits them.\n")
+
+
 def card(cfg: Config, counts: dict, report: dict, features: dict, post_features: dict, prov: dict) -> str:
     subs = ", ".join(f"r/{s}" for s in report.get("subreddits", cfg.subreddits))
     return header(counts, post_features) + f"""
 # simlib run `{prov['profile']}`: real and synthetic Reddit replies
 
 {counts['replies']} replies to {counts['posts']} posts from {subs}: {counts['real']} real replies by Reddit users and
-{counts['synthetic']} synthetic replies written by a language model for the same posts. Written by `simlib export`
+{counts['synthetic']} synthetic replies that a language model wrote to posts of the same run. Written by `simlib export`
 from the run of the `{prov['profile']}` profile (params `{prov['params']}`, commit `{prov['commit']}`, data registry
 `{prov['data']}`, exported {prov['date']}), the companion code to the study "Is synthetic data good enough to train
 user simulators?".
@@ -71,15 +88,7 @@ posts = load_dataset("parquet", data_files="posts.parquet", split="train")
 ## Fields
 {fields(features, post_features)}
 ## Sources, licence and origin of the Reddit text
-Posts and real replies are Reddit users' public posts and top-level comments, saved by the third-party crawler
-[{SOURCE[0]}]({SOURCE[0]}) (commit `{SOURCE[1][:8]}`) from reddit.com's public `.json` endpoints between July 2023
-and January 2024 ("hot" listings), and read by simlib with its filters (load-more stubs, deleted and removed
-replies, bots, moderator posts, replies shorter than {cfg.min_chars} characters; posts with {cfg.min_responses} to
-{cfg.max_responses} replies). The crawler's code is MIT-licensed (Copyright (c) 2023 Jian Liew); the text is Reddit
-users' content under Reddit's user agreement. Treat it as research data: **do not redistribute** this dataset or
-push it to a public hub. The crawl keeps no authors and only top-level comments; its scores are stored modulo 256,
-so this dataset omits them.
-
+{origin(cfg, report)}
 ## How the synthetic replies were generated
 {generation(cfg)}
 ## What is known of their quality
