@@ -47,6 +47,7 @@ def run(tmp_path, monkeypatch):
                           "text": ["NTA, reply 1 to p2 \u2014 \u00e9", "plain reply 0"],
                           "relevance": [0.5, 0.25], "fluency": [-3.0, -2.5], "passes": [True, False]})
     monkeypatch.setattr(exp, "chapter_quality", lambda c, real, posts: gated)
+    monkeypatch.setattr(exp.perf, "read_state", lambda path: {"02_gap": {"key": "k"}})
     return cfg, tmp_path / "out"
 
 
@@ -109,3 +110,12 @@ def test_card_names_the_dumps_when_the_run_read_dumps():
 
     text = card.origin(config.load("smoke"), {"source": "dumps", "dumps": [["RS_2023-01.zst", "RC_2023-01.zst"]]})
     assert "`RS_2023-01.zst`" in text and "JianLoong" not in text and "do not redistribute" in text
+
+
+def test_quality_needs_the_gap_chapter(run, monkeypatch):
+    cfg, out = run
+    monkeypatch.setattr(exp.perf, "read_state", lambda path: {"01_data": {"key": "k"}})
+    with pytest.raises(exp.ExportError, match="--no-quality"):
+        exp.export(cfg, out)
+    assert exp.export(cfg, out, quality=False)["scored"] == 0
+    assert "without them (`--no-quality`)" in (out / "README.md").read_text()

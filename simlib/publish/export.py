@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from simlib.config import Config
-from simlib.publish import provenance
+from simlib.publish import perf, provenance
 
 FEATURES = {  # column -> (datasets dtype, meaning); the card's field table is built from this
     "reply_id": ("string", "the Reddit comment id (real) or the generation store key (synthetic)"),
@@ -132,6 +132,10 @@ def export(cfg: Config, out: Path, quality: bool = True) -> dict:
                           "--only 01_data --only 02_gap` first")
     real, report = steps.real_responses(cfg)
     store = load_store(store_path)
+    if quality and "02_gap" not in perf.read_state(perf.state_file(cfg.profile)):
+        raise ExportError(f"the gap chapter has not run for profile {cfg.profile!r}, so its quality measures do not "
+                          f"exist: run `simlib run --profile {cfg.profile} --only 01_data --only 02_gap` first, or "
+                          "export without them (--no-quality)")
     gated = chapter_quality(cfg, real, steps.test_posts(cfg, real)) if quality else None
     replies, posts = replies_table(cfg, real, store, gated), posts_table(real)
     out.mkdir(parents=True, exist_ok=True)
