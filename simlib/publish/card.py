@@ -34,7 +34,7 @@ def generation(cfg: Config) -> str:
             f"and style for the styles {', '.join(cfg.styles)} (and, where the remedy chapter ran, "
             f"{', '.join(cfg.remedy_styles)}), temperature {cfg.temperature}, top-p {cfg.top_p}, at most "
             f"{cfg.max_tokens} new tokens, posts cut to {cfg.max_post_chars} characters in the prompt, seed {cfg.seed}. "
-            "Each prompt style's wording is in `simlib/generate/prompts.py` at the commit below. Every reply the run's "
+            "Each prompt style's wording is in `simlib/generate/prompts.py` at the commit above. Every reply the run's "
             "generation store holds is here, including those of chapters other than the gap chapter (e.g. "
             "temperature-1.0 controls); `temperature` and `style` tell them apart.\n")
 
@@ -53,8 +53,8 @@ def quality(counts: dict, cfg: Config) -> str:
 
 def origin(cfg: Config, report: dict) -> str:
     kept = (f"read by simlib with its filters (load-more stubs, deleted and removed replies, bots, moderator posts, "
-            f"replies shorter than {cfg.min_chars} characters; posts with {cfg.min_responses} to {cfg.max_responses} "
-            "replies)")
+            f"replies shorter than {cfg.min_chars} characters; posts with at least {cfg.min_responses} replies left, the "
+            f"earliest {cfg.max_responses} kept)")
     terms = ("The text is Reddit users' content under Reddit's user agreement. Treat it as research data: **do not "
              "redistribute** this dataset or push it to a public hub.")
     if report.get("source") == "dumps":

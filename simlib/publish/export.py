@@ -115,6 +115,7 @@ def to_dataset(df: pd.DataFrame, dtypes: dict):
     """A ``datasets.Dataset`` with the declared feature types (nulls kept as nulls)."""
     import datasets
 
+    datasets.disable_progress_bars()  # a command's output, not a notebook's: one summary line
     features = datasets.Features({c: datasets.Value(t) for c, t in dtypes.items()})
     clean = df.astype(object).where(df.notna(), None)
     return datasets.Dataset.from_dict({c: clean[c].tolist() for c in dtypes}, features=features)
