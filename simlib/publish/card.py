@@ -44,7 +44,7 @@ def quality(counts: dict, cfg: Config) -> str:
         return "No quality measures: the export was made without them (`--no-quality`).\n"
     rates = "; ".join(f"{s}: {100 * r:.0f}% pass" for s, r in counts["passing"].items())
     return (f"{counts['scored']} of the {counts['replies']} replies carry the gap chapter's quality measures: those "
-            f"it compared ({cfg.n_per_group} per post and source, on the test posts). `relevance` is the cosine between "
+            f"it compared ({cfg.n_per_group} per post and source). `relevance` is the cosine between "
             f"reply and post embeddings under `{cfg.encoder}`; `fluency` the mean token log-prob under `{cfg.scorer}` "
             f"(a model that wrote none of the replies); the gate passes replies above thresholds calibrated on the real "
             f"replies. Among scored replies, {rates}. The book's gap chapter measures how far the synthetic replies' "
