@@ -16,6 +16,8 @@ from typing import Any, get_origin
 
 import yaml
 
+from simlib import inputs
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "params"
 # TRL 1.16's GRPO loss types; TrainSpec validates against the same list.
@@ -182,7 +184,7 @@ class Config:
             if not ok:
                 errors.append(msg)
 
-        for name in ("seed", "n_posts", "min_chars", "n_boot"):
+        for name in ("seed", "n_posts", "min_chars"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)!r}")
         # Room for at least one character before the truncation marker " […]".
         for name in ("max_post_chars", "seed_example_chars"):
@@ -270,6 +272,8 @@ class Config:
         need(self.t1_samples >= 0, f"t1_samples must be >= 0 (0 = n_per_group), got {self.t1_samples!r}")
         bad = [s for s in self.t1_styles if s not in ("plain", "humanlike", "persona", "seeded")]
         need(not bad, f"t1_styles must be a subset of [plain, humanlike, persona, seeded], got {self.t1_styles}")
+        # endpoints, models, files, folders and the bootstrap floor (simlib.inputs)
+        errors += inputs.problems(self, REPO_ROOT)
         if errors:
             raise ConfigError(f"invalid configuration (profile {self.profile!r}):\n  - " + "\n  - ".join(errors))
 
@@ -299,6 +303,8 @@ class Config:
         base = base if base.is_absolute() else REPO_ROOT / base
         p = base.joinpath(*parts)
         p.parent.mkdir(parents=True, exist_ok=True)
+        if not (base / inputs.MARKER).exists() and base.is_dir():  # claims the folder (simlib.inputs)
+            (base / inputs.MARKER).touch()
         return p
 
     def resolved_inference_dtype(self) -> str:

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "simlib"
 # Lowest first: a module may import from its own layer's package or from a lower layer, never higher.
 LAYERS = (
-    ("simlib.text", "simlib.cache"),
+    ("simlib.text", "simlib.cache", "simlib.inputs", "simlib.progress"),
     ("simlib.lm",),
     ("simlib.config", "simlib.data"),
     ("simlib.generate",),

@@ -105,3 +105,79 @@ def test_cli_rejects_bogus_parameter_fast():
     assert proc.returncode == 2
     assert "unknown parameters: 'bogus'" in proc.stderr and "n_posts" in proc.stderr
     assert elapsed < 5, f"validation took {elapsed:.1f} s"
+
+
+# --- values that name something outside the run (simlib.inputs) ---------------------------------
+@pytest.mark.parametrize("name,value,fragment", [
+    ("api_base_url", "ftp://x", "api_base_url must be an http(s) URL like https://api.openai.com/v1, got 'ftp://x'"),
+    ("api_base_url", "localhost:8000/v1", "got 'localhost:8000/v1'"),
+    ("policy", "../../etc", "policy must not climb out of its folder with '..', got '../../etc'"),
+    ("policy", "/etc", "policy names the folder '/etc', which holds no model"),
+    ("scorer", "gemma-typo", "scorer must be a shipped model (smollm2-135m, gemma3-270m, minilm-l6)"),
+    ("encoder", "/no/such/model", "got '/no/such/model'"),
+    ("work_dir", "/etc", "work_dir must not be a system folder or the repository itself, got '/etc'"),
+    ("work_dir", "/usr/local/share/x", "got '/usr/local/share/x'"),
+    ("work_dir", "/", "got '/'"),
+    ("work_dir", ".", "work_dir must not be a system folder or the repository itself, got '.'"),
+    ("n_boot", 5, "n_boot must be >= 1000"),
+    ("n_boot", 999, "got 999"),
+    ("dumps", [["/nonexistent.zst", "/x.zst"]], "dumps names '/nonexistent.zst', which is not an existing file"),
+])
+def test_outward_values_are_refused_quoting_them(name, value, fragment):
+    with pytest.raises(ConfigError) as exc:
+        config.load("ci", {name: value})
+    assert fragment in str(exc.value)
+
+
+def test_good_outward_values_pass(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    dump = tmp_path / "RS.zst"
+    dump.write_bytes(b"x")
+    cfg = config.load("ci", {"api_base_url": "https://api.openai.com/v1", "generator": "gpt-4o-mini",
+                             "policy": str(model), "scorer": "Qwen/Qwen3-8B", "n_boot": 1000,
+                             "work_dir": str(tmp_path / "new"), "dumps": [[str(dump), str(dump)]],
+                             "subreddits": ["AskReddit"]})
+    assert cfg.policy == str(model) and cfg.n_boot == 1000
+
+
+def test_unreadable_dump_is_refused(tmp_path, monkeypatch):
+    dump = tmp_path / "RC.zst"
+    dump.write_bytes(b"x")
+    real_open = open
+
+    def deny(path, *a, **k):
+        if str(path) == str(dump):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", deny)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        config.load("ci", {"dumps": [[str(dump), str(dump)]], "subreddits": ["aitah"]})
+
+
+def test_work_dir_must_hold_a_simlib_run_or_nothing(tmp_path):
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"holds things a simlib run does not write \(holiday.jpg\)"):
+        config.load("ci", {"work_dir": str(other)})
+    previous = tmp_path / "old-run"  # a run from before the marker: only simlib's own entries
+    (previous / "data").mkdir(parents=True)
+    (previous / "generations.jsonl").write_text("")
+    assert config.load("ci", {"work_dir": str(previous)}).work_dir == str(previous)
+    fresh = config.load("ci", {"work_dir": str(tmp_path / "fresh")})
+    fresh.path("figures", "x.png")  # the first write claims the folder
+    (tmp_path / "fresh" / "notes.txt").write_text("mine")
+    assert config.load("ci", {"work_dir": str(tmp_path / "fresh")})  # claimed: its contents are the run's
+
+
+@pytest.mark.parametrize("value,quoted", [("api_base_url=ftp://x", "'ftp://x'"), ("policy=../../etc", "'../../etc'"),
+                                          ("work_dir=/etc", "'/etc'"), ("n_boot=5", "got 5"),
+                                          ("dumps=[[/nonexistent.zst,/x.zst]]", "'/nonexistent.zst'")])
+def test_cli_config_refuses_the_issue_values(value, quoted):
+    proc = subprocess.run([sys.executable, "-m", "simlib.publish.cli", "config", "--set", value],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout
+    assert quoted in proc.stderr, proc.stderr

@@ -174,13 +174,16 @@ def test_real_responses_stops_on_a_dump_without_the_subreddit(tmp_path, dump):
     assert not list(cfg.path("data", "x").parent.glob("real-*"))  # nothing cached
 
 
-def test_config_takes_any_subreddit_name_with_dumps_only():
+def test_config_takes_any_subreddit_name_with_dumps_only(tmp_path):
+    pair = [str(tmp_path / "s.zst"), str(tmp_path / "c.zst")]
+    for p in pair:  # dump paths must exist (simlib.inputs)
+        Path(p).write_bytes(b"")
     with pytest.raises(config.ConfigError, match="subreddits must be"):
         config.load("smoke", {"subreddits": ["AmItheAsshole"]})
-    cfg = config.load("smoke", {"subreddits": ["AmItheAsshole"], "dumps": [["s.zst", "c.zst"]]})
+    cfg = config.load("smoke", {"subreddits": ["AmItheAsshole"], "dumps": [pair]})
     assert cfg.subreddits == ["AmItheAsshole"]
     with pytest.raises(config.ConfigError, match="subreddits must be"):
-        config.load("smoke", {"subreddits": [""], "dumps": [["s.zst", "c.zst"]]})
+        config.load("smoke", {"subreddits": [""], "dumps": [pair]})
 
 
 # ------------------------------------------------------------------------------ the chapter's glue

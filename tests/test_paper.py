@@ -25,7 +25,7 @@ FIXTURE_TABLE = {
     "gpu": {"name": "fixture GPU", "bf16_tflops": 1.0, "memory_gb": 10, "forward_utilisation": 1.0,
             "decode_utilisation": 0.5, "vllm_decode_utilisation": 1.0, "train_utilisation": 0.5,
             "grpo_step_overhead_s": 2.0, "gpus_per_node": 4, "activation_headroom": 0.0},
-    "params_b": {"toy-policy": 1.0, "toy-scorer": 2.0, "minilm-l6": 0.0},
+    "params_b": {"toy/policy": 1.0, "toy/scorer": 2.0, "minilm-l6": 0.0},
 }
 
 
@@ -36,8 +36,8 @@ def table(monkeypatch):
 
 
 def fixture_cfg(**kw) -> config.Config:
-    base = dict(api_base_url="https://api.openai.com/v1", generator="gpt-4o-mini", policy="toy-policy",
-                scorer="toy-scorer", judge="toy-scorer", styles=["plain"], remedy_styles=["plain"],
+    base = dict(api_base_url="https://api.openai.com/v1", generator="gpt-4o-mini", policy="toy/policy",
+                scorer="toy/scorer", judge="toy/scorer", styles=["plain"], remedy_styles=["plain"],
                 n_samples=2, max_tokens=10, n_per_group=2, max_post_chars=50, grpo_seeds=[0], grpo_steps=3,
                 prompts_per_step=2, num_generations=2, max_completion_length=5, eval_samples=1,
                 train_frac=0.5, val_frac=0.0, use_batch_api=False)
@@ -156,7 +156,7 @@ def test_posts_follow_selection_from_the_registry():
     assert plan.estimate_posts(cfg)[0] == 5 * 2
     n, note = plan.estimate_posts(config.load("paper"))
     assert n == have["aitah"] + have["askreddit"] and "before the response filters" in note
-    dumps = config.Config(dumps=[["s.ndjson", "c.ndjson"]], n_posts=0)
+    dumps = config.Config(dumps=[[__file__, __file__]], n_posts=0)  # dump paths must exist (simlib.inputs)
     with pytest.raises(ValueError, match="--posts"):
         plan.estimate_posts(dumps)
     assert plan.estimate_posts(dumps, posts=123) == (123, "given with --posts")

@@ -120,7 +120,7 @@ VALID = {
     "concurrency": st.integers(1, 64),
     "use_batch_api": st.booleans(),
     "n_per_group": st.integers(2, 100),
-    "n_boot": st.integers(0, 10_000),
+    "n_boot": st.integers(1000, 10_000),  # the floor of simlib.inputs.N_BOOT_FLOOR
     "reward_aggregate": st.sampled_from(["max", "mean"]),
     "grpo_steps": st.integers(1, 1000),
     "grpo_seeds": st.lists(st.integers(0, 100), min_size=1, max_size=4),

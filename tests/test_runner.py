@@ -4,8 +4,8 @@ import json
 import nbformat
 import pytest
 
-from simlib import config
-from simlib.publish import runner
+from simlib import config, progress
+from simlib.publish import live, runner
 
 
 def _notebook(path, body: str):
@@ -32,7 +32,8 @@ def book(tmp_path, monkeypatch):
 
 def _run(book, cfg, overrides=None, names=("a", "b")):
     src, out = book
-    return runner.execute(cfg, overrides or {}, out_dir=out, names=list(names), notebook_dir=src, log=lambda *_: None)
+    return runner.execute(cfg, overrides or {}, out_dir=out, names=list(names), notebook_dir=src, log=lambda *_: None,
+                          log_dir=out.parent / "logs")
 
 
 def test_second_run_skips_and_changes_rerun(book):
@@ -119,3 +120,42 @@ def test_real_toc_lists_only_existing_notebooks():
     assert names and names[0] == "01_data"
     for n in names:
         assert (runner.NOTEBOOK_DIR / f"{n}.ipynb").exists()
+
+
+def test_progress_reaches_the_terminal_and_the_log_never_the_notebook(book, monkeypatch, capsys):
+    src, out = book
+    _notebook(src / "a.ipynb", "from simlib import progress\nimport time\nprint('hello from a')\n"
+              "for k in (1, 2):\n    progress.report('GRPO step', k, 4, run='real seed 0')\n    time.sleep(0.3)")
+    monkeypatch.setattr(live.Watch, "__init__", _fast_watch(live.Watch.__init__))
+    _run(book, config.load("smoke"), names=("a",))
+    logs = out.parent / "logs"
+    assert "hello from a" in (logs / "a.log").read_text()  # the notebook's full log
+    events = progress.read(logs / "a.progress.jsonl")
+    assert [e["done"] for e in events] == [1, 2] and events[0]["total"] == 4
+    shown = capsys.readouterr().err
+    assert "[simlib] a: cell 4/4 · GRPO step" in shown and "(run real seed 0)" in shown
+    executed = (out / "a.ipynb").read_text()
+    assert "hello from a" in executed and "GRPO step" not in executed.replace("progress.report('GRPO step'", "")
+
+
+def _fast_watch(init):
+    def fast(self, *a, **k):
+        init(self, *a, **{**k, "every": 0.2})
+    return fast
+
+
+def test_status_line_estimates_the_time_left():
+    events = [{"t": 100.0, "step": "generation", "done": 10, "total": 110, "model": "m"},
+              {"t": 120.0, "step": "generation", "done": 30, "total": 110, "model": "m"}]
+    assert progress.seconds_left(events) == 80.0  # 1 s per reply, 80 replies left
+    assert progress.status(events) == "generation 30/110 (model m) · about 1:20 left"
+    assert progress.status(events + [{"t": 121.0, "step": "scoring", "done": 5, "total": None}]) == "scoring 5"
+    assert progress.clock(3725) == "1:02:05" and progress.clock(12) == "12 s"
+
+
+def test_report_without_the_variable_does_nothing(monkeypatch, tmp_path):
+    monkeypatch.delenv(progress.ENV, raising=False)
+    progress.report("generation", 1, 2)  # no file named: nothing to write, nothing raised
+    monkeypatch.setenv(progress.ENV, str(tmp_path / "p.jsonl"))
+    progress.report("generation", 1, 2, model="x")
+    assert progress.read(tmp_path / "p.jsonl")[0]["model"] == "x"

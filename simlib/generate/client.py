@@ -44,6 +44,7 @@ from simlib.cache import JsonlStore
 from simlib.generate.grouping import choice_fields, group_body, group_requests
 from simlib.generate.requests import (GenerationReport, GenRequest, MalformedResponse, api_key, estimate_cost,
                                       failures_path, make_failure, make_record, resolve_requests, scrub)
+from simlib.progress import report as report_progress
 
 __all__ = ["generate", "agenerate", "run_sync"]
 
@@ -253,6 +254,7 @@ async def agenerate(
             try:
                 await one(group)
             finally:
+                report_progress("generation", report.n_ok + report.n_failed, len(todo), model=group[0].model)
                 if bar is not None:
                     bar.update(len(group))
                     bar.set_postfix(ok=report.n_ok, failed=report.n_failed, retries=report.n_retries, refresh=False)

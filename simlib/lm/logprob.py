@@ -45,6 +45,7 @@ from typing import Iterable, Sequence
 
 from simlib.lm.forward import Runner, apply_head, autocast, packs
 import simlib.lm.weights  # noqa: F401  (sets the offline environment variables on import)
+from simlib import progress
 from simlib.cache import JsonlStore, content_hash
 from simlib.text import truncate_post
 
@@ -380,6 +381,7 @@ def score_cached(requests: Sequence[ScoreRequest], store_path, model_name: str,
                 store.append(recs)
                 have.update({rec["key"]: rec for rec in recs})
                 chunk = []
+                progress.report("scoring", sum(map(len, items[:gi + 1])), len(missing), model=model_name)
     res = []
     for k, r in zip(keys, requests):
         rec = have[k]

@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("params", help="list every parameter with its meaning")
     p_plan = sub.add_parser("plan", help="print what a run costs (API requests, tokens, USD, GPU-hours, "
                                          "memory, disk) before any spend")
-    for p in (p_run, p_cfg, p_plan):
+    p_exp = sub.add_parser("export", help="write a run's real and synthetic replies as a Hugging Face dataset "
+                                          "(parquet and a dataset card)")
+    for p in (p_run, p_cfg, p_plan, p_exp):
         p.add_argument("--profile", default="ci", help="params/<profile>.yaml (smoke, ci, book, gpu-smoke, paper)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one parameter; repeatable")
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-book", action="store_true", help="execute notebooks only")
     p_run.add_argument("--only", action="append", default=None, metavar="NAME",
                        help="run only this notebook (and no book build); repeatable")
+    p_exp.add_argument("--out", default=None, help="output folder (default: <work_dir>/export)")
+    p_exp.add_argument("--no-quality", action="store_true", help="leave out the gap chapter's quality measures")
     args = parser.parse_args(argv)
 
     if args.cmd == "params":
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "config":
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    if args.cmd == "export":
+        return export(cfg, args)
     if args.cmd == "plan":
         from simlib.publish import plan
 
@@ -99,6 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"simlib: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def export(cfg: config.Config, args) -> int:
+    from pathlib import Path
+
+    from simlib.publish import export as exp
+
+    out = Path(args.out) if args.out else cfg.path("export", "x").parent
+    try:
+        counts = exp.export(cfg, out, quality=not args.no_quality)
+    except exp.ExportError as exc:
+        print(f"simlib: {exc}", file=sys.stderr)
+        return 2
+    print(f"simlib: wrote {counts['replies']} replies ({counts['real']} real, {counts['synthetic']} synthetic) "
+          f"to {counts['posts']} posts in {out} (replies.parquet, posts.parquet, README.md)")
     return 0
 
 

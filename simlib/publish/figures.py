@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 # Okabe & Ito (2008), safe for the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
@@ -42,13 +43,50 @@ def colour(source: str) -> str:
     return SOURCE_COLOURS.get(source, PALETTE[zlib.crc32(source.encode()) % len(PALETTE)])
 
 
+def integer_ticks(ax, axis: str = "y") -> None:
+    """Ticks at whole numbers only, for axes that count (posts, replies, GRPO steps)."""
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
+
+
+def tick_labels(ax, axis: str = "x") -> list:
+    """The tick labels of ``ax``'s ``axis`` that are drawn: major and minor, inside the view."""
+    a = getattr(ax, f"{axis}axis")
+    lo, hi = sorted(a.get_view_interval())
+    pad = (hi - lo) * 1e-9
+    return [t for locs, labels in ((a.get_majorticklocs(), a.get_majorticklabels()),
+                                   (a.get_minorticklocs(), a.get_minorticklabels()))
+            for loc, t in zip(locs, labels) if lo - pad <= loc <= hi + pad]
+
+
+def overlaps(texts, renderer) -> bool:
+    """Whether any two of the visible, non-empty ``texts`` overlap on the canvas."""
+    boxes = [t.get_window_extent(renderer) for t in texts if t.get_visible() and t.get_text().strip()]
+    return any(a.x0 < b.x1 - 1 and b.x0 < a.x1 - 1 and a.y0 < b.y1 - 1 and b.y0 < a.y1 - 1
+               for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def fit_labels(fig, rect=(0, 0.04, 1, 1)) -> None:
+    """Lay the figure out; where an axis's x tick labels still collide, turn them (45°, then 90°)."""
+    fig.tight_layout(rect=rect)
+    for angle in (45, 90):
+        fig.canvas.draw()
+        crowded = [ax for ax in fig.axes if overlaps(tick_labels(ax), fig.canvas.get_renderer())]
+        if not crowded:
+            return
+        for ax in crowded:
+            for t in ax.get_xticklabels():
+                t.set(rotation=angle, ha="right" if angle < 90 else "center",
+                  rotation_mode="anchor" if angle < 90 else "default")
+        fig.tight_layout(rect=rect)
+
+
 def finish(fig, path: str | Path, provenance: str) -> Path:
-    """Stamp the provenance line, save PNG and SVG beside each other, return the PNG path."""
+    """Stamp the provenance line, lay out legibly, save PNG and SVG beside each other, return the PNG path."""
     for ax in fig.axes:
         if ax.get_visible() and ax.has_data():
             assert ax.get_xlabel() or ax.get_ylabel(), "every figure axis needs a label"
     fig.text(0.01, 0.005, provenance, fontsize=6.5, color="#555555", ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fit_labels(fig)
     path = Path(path).with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -71,6 +109,9 @@ def data_overview(posts, responses):
     a.set_xlabel("responses kept per post")
     a.set_ylabel("posts")
     a.legend()
+    integer_ticks(a, "x")
+    integer_ticks(a, "y")
+    integer_ticks(b, "y")
     lengths = responses["response_text"].str.len().clip(lower=1)
     b.hist(lengths, bins=np.logspace(0, np.log10(lengths.max() + 1), 30), color=PALETTE[0])
     b.set_xscale("log")
@@ -92,6 +133,7 @@ def measure_hist(per_post, measure: str, xlabel: str, sources=("real", "plain", 
                     label=f"{src} (mean {v.mean():.2f})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("posts")
+    integer_ticks(ax, "y")
     ax.legend()
     return fig
 
@@ -113,7 +155,8 @@ def share_bars(shares, xlabel: str):
     """Horizontal stacked bars: one bar per source, segments are category shares."""
     fig, ax = plt.subplots(figsize=(7.0, 0.6 * len(shares) + 1.6))
     _stacked(ax, shares, xlabel)
-    ax.legend(ncol=min(7, len(shares.columns)), loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    # beside the bars, where the layout makes room for it whatever the number of rows
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return fig
 
 
@@ -189,6 +232,7 @@ def reward_curves(curve):
         ax.plot(agg.index, agg["mean"], color=c, linewidth=2.5, label=f"{target} targets")
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean BERTScore reward")
+    integer_ticks(ax, "x")
     ax.legend()
     return fig
 
@@ -196,22 +240,24 @@ def reward_curves(curve):
 def paired_gains(probe, test):
     """Left: each kind of run's training-reward gain on the probe posts; right: held-out changes
     against each kind of reference. Bars are means over posts and seeds with their 95% intervals
-    (``probe``/``test``: :func:`simlib.findings.transfer.cells` tables)."""
-    fig, axes = plt.subplots(1, 2, figsize=(8.2, 3.4), sharey=False)
+    (``probe``/``test``: :func:`simlib.findings.transfer.cells` tables). Horizontal bars: the labels
+    ("synthetic vs policy_own") are read along the row, whatever their number."""
+    rows = max(len(probe), len(test))
+    fig, axes = plt.subplots(1, 2, figsize=(8.2, 0.42 * rows + 1.8), sharey=False)
     for ax, table, title in ((axes[0], probe, "training reward (probe posts)"),
                              (axes[1], test, "held-out posts")):
-        labels = [f"{t}\nvs {a}" if title.startswith("held") else t for t, a in table.index]
-        x = range(len(table))
+        labels = [f"{t} vs {a}" if title.startswith("held") else t for t, a in table.index]
+        y = np.arange(len(table))[::-1]
         colours = [colour({"synthetic": "plain"}.get(t, t)) for t, _ in table.index]
-        ax.bar(x, table["delta"], color=colours, alpha=0.6)
-        ax.errorbar(x, table["delta"], yerr=[table["delta"] - table["lo"], table["hi"] - table["delta"]],
-                    fmt="none", ecolor="black", capsize=4)
-        ax.axhline(0, color="grey", linewidth=0.8)
-        ax.set_xticks(list(x), labels, fontsize=8)
+        ax.barh(y, table["delta"], color=colours, alpha=0.6)
+        err = np.nan_to_num([table["delta"] - table["lo"], table["hi"] - table["delta"]])  # no interval: no bar
+        ax.errorbar(table["delta"], y, xerr=err, fmt="none", ecolor="black", capsize=3)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_yticks(y, labels, fontsize=8)
         ax.set_title(title, fontsize=10)
-    for ax in axes:
-        ax.set_ylabel("change in BERTScore F1 (trained - base)")
-    fig.tight_layout()
+        ax.set_xlabel("change in BERTScore F1\n(trained - base)")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.grid(axis="y", alpha=0)
     return fig
 
 
@@ -256,7 +302,7 @@ def label_panels(panels: dict):
     for ax, (title, shares) in zip(axes[0], panels.items()):
         _stacked(ax, shares, "share of replies")
         ax.set_title(title)
-        ax.legend(ncol=3, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 

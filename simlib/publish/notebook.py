@@ -69,28 +69,17 @@ def interval(lo: float, hi: float, fmt: str = "+.3f") -> str:
     return f"[{format(lo, fmt)}, {format(hi, fmt)}]"
 
 
-def table(df, digits: int = 3):
-    """``df`` styled for the book: integers as integers, other numbers to ``digits`` significant
-    digits, text as it is, missing values as ``n/a``. Returns a pandas Styler (rendered as HTML).
+def table(df, note: str | None = None, missing: str | None = None):
+    """``df`` styled for the book by its one table format (:func:`simlib.publish.tables.styled`):
+    decimals per column kind, intervals as one ``[lo, hi]`` column, missing values as a dash with
+    ``missing`` (or a generic reason) in a note under the table."""
+    from simlib.publish.tables import styled
 
-    Formatting is per cell, so a float column holding counts (e.g. after a pivot) still shows them
-    without decimals.
-    """
-    import numbers
+    return styled(df, note=note, missing=missing)
 
-    import numpy as np
 
-    def fmt(v):
-        if v is None or (isinstance(v, float) and v != v):
-            return "n/a"
-        if isinstance(v, (bool, np.bool_)):
-            return str(bool(v))
-        if isinstance(v, numbers.Integral):
-            return f"{int(v):,}".replace(",", "\u2009")  # thin space: 12 345
-        if isinstance(v, numbers.Real):
-            if float(v).is_integer() or abs(v) >= 10 ** (digits - 1):  # 12.0 -> 12, 1234.5 -> 1 234
-                return f"{int(round(float(v))):,}".replace(",", "\u2009")
-            return f"{float(v):.{digits}g}"
-        return str(v)
+def estimates(df, index: str, columns: str, value: str = "mean"):
+    """``"estimate [lo, hi]"`` texts in a grid (:func:`simlib.publish.tables.estimate_grid`), for :func:`table`."""
+    from simlib.publish.tables import estimate_grid
 
-    return df.style.format(fmt).format_index(fmt, axis=0)
+    return estimate_grid(df, index, columns, value)

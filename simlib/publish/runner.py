@@ -22,6 +22,7 @@ import yaml
 from simlib.cache import atomic_write_json, content_hash, file_hash, tree_hash
 from simlib.config import REPO_ROOT, Config
 from simlib.lm import allocator
+from simlib.publish.live import Watch
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXECUTED_DIR = REPO_ROOT / "executed"
@@ -64,6 +65,11 @@ def notebook_inputs(source: Path) -> list[str]:
     the Performance chapter shows."""
     meta = json.loads(source.read_text()).get("metadata", {}).get("simlib", {})
     return list(meta.get("inputs", []))
+
+
+def code_cells(source: Path) -> int:
+    """How many code cells a notebook has (papermill adds one, the injected parameters)."""
+    return 1 + sum(c.get("cell_type") == "code" for c in json.loads(source.read_text()).get("cells", []))
 
 
 def notebook_key(source: Path, cfg: Config, upstream: list[str]) -> str:
@@ -185,8 +191,11 @@ _hide_default_parameters = _tag_for_readers  # the earlier name
 
 
 def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: list[str] | None = None,
-            force: bool = False, log=print, notebook_dir: Path = NOTEBOOK_DIR) -> dict:
-    """Run the manifest's notebooks with papermill; return {name: 'ran'|'skipped'} with timings."""
+            force: bool = False, log=print, notebook_dir: Path = NOTEBOOK_DIR, log_dir: Path | None = None) -> dict:
+    """Run the manifest's notebooks with papermill; return {name: 'ran'|'skipped'} with timings.
+
+    While a notebook runs, the terminal shows its progress and each notebook's full log is written
+    to ``log_dir`` (default ``<work_dir>/logs``; :class:`simlib.publish.live.Watch`)."""
     import logging
 
     import papermill as pm
@@ -198,6 +207,7 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
 
     names = names or manifest()
     out_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(log_dir) if log_dir else cfg.path("logs", "x").parent
     state = _read_state(out_dir)
     results: dict[str, dict] = {}
     upstream: list[str] = []
@@ -225,16 +235,17 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
         t0 = time.perf_counter()
         try:
             # the kernel and the servers it starts use tcmalloc when installed (simlib.lm.allocator)
-            with allocator.preloaded() as alloc, PeakMemory() as mem:
+            with allocator.preloaded() as alloc, PeakMemory() as mem, \
+                    Watch(name, log_dir, cells=code_cells(src)):
                 pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(REPO_ROOT),
-                                    kernel_name="python3", progress_bar=False, log_output=False,
+                                    kernel_name="python3", progress_bar=False, log_output=True,
                                     request_save_on_cell_execute=False)
         except Exception as exc:
             failed = out_dir / "failed"
             failed.mkdir(exist_ok=True)
             if tmp.exists():
                 os.replace(tmp, failed / f"{name}.ipynb")
-            raise NotebookFailed(_failure_message(name, exc)) from None
+            raise NotebookFailed(_failure_message(name, exc) + f"\n(full log: {log_dir / (name + '.log')})") from None
         _tag_for_readers(tmp)
         os.replace(tmp, out)
         seconds = round(time.perf_counter() - t0, 2)

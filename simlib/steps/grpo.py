@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from simlib import progress
 from simlib.cache import atomic_write_json, content_hash
 from simlib.config import Config
 from simlib.steps.artifacts import cached_artifact, code_hash, load_tokenizer
@@ -155,7 +156,8 @@ def reward_evaluations(cfg: Config, design, runs: dict[tuple[str, int], Path]) -
     """The base policy once per run seed and every run, on the design's probe and test posts:
     ``{("base", seed): eval, (kind, seed): eval}``."""
     out = {("base", s): policy_evaluation(cfg, cfg.policy, design, s) for s in sorted({s for _, s in runs})}
-    for (kind, s), run in runs.items():
+    for i, ((kind, s), run) in enumerate(runs.items()):
+        progress.report("evaluating trained policies", i, len(runs), run=f"{kind} seed {s}")
         out[(kind, s)] = policy_evaluation(cfg, str(run), design, s, base=out[("base", s)])
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from simlib import progress
 from simlib.cache import content_hash
 from simlib.config import Config
 from simlib.steps.artifacts import cached_artifact, code_hash, device_arg, dtype_key, load_tokenizer, save_npy
@@ -90,6 +91,7 @@ def own_samples(cfg: Config, posts: pd.DataFrame, model_name: str | None = None,
             recs = [{"key": keys[pid], "post_id": pid, "texts": t} for (pid, _), t in zip(chunk, texts)]
             store.append(recs)
             have.update({r["key"]: r for r in recs})
+            progress.report("sampling", min(i + per, len(todo)), len(todo), model=model_name)
     rows = [{"post_id": pid, "source": "own", "text": t.strip()} for pid, k in keys.items() for t in have[k]["texts"]]
     return pd.DataFrame(rows, columns=["post_id", "source", "text"])
 

@@ -44,6 +44,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from simlib import progress
 from simlib.cache import atomic_write_json, atomic_write_text, content_hash
 from simlib.train.spec import TrainSpec, grpo_config, use_cpu
 from simlib.train.trainer import build_trainer
@@ -178,6 +179,7 @@ def _log_callback(path: Path, spec: TrainSpec, elapsed_before: float):
                 fh.flush()
                 os.fsync(fh.fileno())
             self.logged.add(step)
+            progress.report("GRPO step", step, state.max_steps, run=f"{spec.target} seed {spec.seed}")
 
     return JsonlLog()
 
