@@ -44,8 +44,10 @@ def _samples():
     per_post = pd.DataFrame({"source": np.repeat(SOURCES[:3], 12), "repetition": rng.random(36)})
     scores = pd.DataFrame({"source": np.repeat(SOURCES, 20), "v": rng.normal(-3, 1, 120)})
     wide = pd.DataFrame(rng.normal(-3, 1, (12, 6)), columns=SOURCES)
-    curve = pd.DataFrame([{"target": t, "seed": s, "step": k, "reward": rng.random()}
-                          for t in ("synthetic", "real") for s in (0, 1) for k in (1, 2, 3)])
+    curve = pd.DataFrame([{"target": t, "seed": s, "step": k, "reward": rng.random(), "kl": rng.random() / 10}
+                          for t in ("synthetic", "real") for s in (0, 1, 2, 3) for k in (1, 2, 3)])
+    kl = pd.Series(rng.random(8) / 10, index=pd.MultiIndex.from_tuples(
+        [(t, s) for t in ("synthetic", "real") for s in (0, 1, 2, 3)], names=["trained_on", "seed"]))
     front = pd.DataFrame([{"source": s, "cut": c, "repetition": rng.random(), "pass_rate": rng.random()}
                           for s in SOURCES[:3] for c in (0, 25, 50, 75)])
     scored = pd.DataFrame({"source": np.repeat(SOURCES[:3], 20), "relevance": rng.random(60),
@@ -71,6 +73,7 @@ def _samples():
         "frontier": lambda: figures.frontier(front),
         "quality_scatter": lambda: figures.quality_scatter(scored),
         "label_panels": lambda: figures.label_panels({"stance": _shares(SOURCES[:3]), "register": _shares(SOURCES[:3])}),
+        "run_took_off": lambda: figures.run_took_off(curve, "synthetic", 3, kl),
         "interval_rows": lambda: figures.interval_rows(controls, "minus real replies to the same post (nats/token)"),
     }
 
@@ -90,6 +93,8 @@ def test_every_figure_function_has_sample_data():
 def _drawn_ticks(ax, axis):
     """Tick labels inside the view (the axis keeps Text objects for ticks it does not draw)."""
     a = getattr(ax, f"{axis}axis")
+    if not a.get_visible():  # e.g. the shared x axis of a twinx axes, which matplotlib does not draw
+        return []
     lo, hi = sorted(a.get_view_interval())
     return [t for locs, labels in ((a.get_majorticklocs(), a.get_majorticklabels()),
                                    (a.get_minorticklocs(), a.get_minorticklabels()))

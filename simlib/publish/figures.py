@@ -340,6 +340,7 @@ def run_took_off(curve, kind: str, seed: int, kl):
             k.set_ylabel("logged KL")
     a.set_xlabel("GRPO step")
     a.set_ylabel(f"training reward ({kind} targets)")
+    integer_ticks(a, "x")
     a.legend(fontsize=8)
     labels = [f"{t[:5]}\n{s}" for t, s in kl.index]
     bars = b.bar(range(len(kl)), kl.to_numpy(), color=[colour({"synthetic": "plain"}.get(t, t)) for t, _ in kl.index],
@@ -351,5 +352,5 @@ def run_took_off(curve, kind: str, seed: int, kl):
     b.set_xticks(range(len(kl)), labels, fontsize=7)
     b.set_xlabel("run (targets, seed)")
     b.set_ylabel("KL estimate from base (nats/token)")
-    fig.tight_layout()
+    fit_labels(fig)
     return fig
