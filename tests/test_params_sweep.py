@@ -75,7 +75,7 @@ def tiny_cfg(tmp_path, stub, tiny_policy, **over) -> config.Config:
     """The smallest valid settings, the stub as generator and a tiny random scorer and judge."""
     base = dict(work_dir=str(tmp_path / "runs"), api_base_url=stub.base_url, scorer=tiny_policy, judge=tiny_policy,
                 n_posts=0, min_responses=2, max_responses=6, n_samples=2, n_per_group=2, grpo_seeds=[0],
-                train_frac=0.5, val_frac=0.0, n_boot=50, max_tokens=16, max_response_tokens=16, logprob_batch_size=8)
+                train_frac=0.5, val_frac=0.0, n_boot=1000, max_tokens=16, max_response_tokens=16, logprob_batch_size=8)
     return config.load("smoke", {**base, **over})
 
 
@@ -197,7 +197,7 @@ def test_no_held_out_posts_names_the_parameter():
 
 
 def test_no_judge_items_loads_no_model_and_gives_the_columns(tmp_path):
-    cfg = config.load("smoke", {"work_dir": str(tmp_path), "judge": "no-such-model"})
+    cfg = config.load("smoke", {"work_dir": str(tmp_path), "judge": "no-such-org/no-such-model"})
     out = steps.judge_labels(cfg, pd.DataFrame(columns=["item_id", "title", "text"]))
     assert out.empty and {"item_id", "stance", "stance_margin", "register", "label"} <= set(out.columns)
     val = judge.validate_stance(out["stance"], pd.Series(dtype=object), pd.Series(dtype=object))

@@ -8,13 +8,12 @@ existing local path passes through unchanged, for the ``paper`` profile on a mac
 """
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 # Offline by default: a missing local file must fail loudly, never trigger a download.
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_UPDATE_CHECK",
@@ -161,28 +160,17 @@ def place(loader: Callable, path: str, dtype: str = "float32", device: str | Non
     return model
 
 
-_LOG_CALLBACK: Any = None  # llama.cpp keeps a pointer to the log callback: it must outlive the call
-
-
-def quiet_llama_log(L: Any) -> None:
-    """Pass on llama.cpp's warnings and errors only (its info lines run to hundreds per model load)."""
-    global _LOG_CALLBACK
-
-    @L.llama_log_callback
-    def cb(level: int, text: bytes, user_data: Any) -> None:
-        if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
-            sys.stderr.write(text.decode("utf-8", "replace"))
-
-    _LOG_CALLBACK = cb  # keep a reference: llama.cpp calls it from C
-    L.llama_log_set(cb, ctypes.c_void_p(0))
-
-
 def llama_quantize_binary() -> Path | None:
     """llama.cpp's ``llama-quantize``, built with ``llama-server`` by ``make models`` into ``.venv/bin``
     (``$SIMLIB_LLAMA_QUANTIZE`` names another); None when it is not built."""
     env = os.environ.get("SIMLIB_LLAMA_QUANTIZE")
     path = Path(env) if env else Path(sys.executable).parent / "llama-quantize"
     return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def smollm2_gguf_f16_path() -> Path:
+    """Where :func:`smollm2_gguf_f16` writes the local server's 16-bit weights (written or not)."""
+    return cache_root() / "gguf" / "SmolLM2-135M-Instruct.F16.gguf"
 
 
 def smollm2_gguf_f16() -> Path:
@@ -192,26 +180,22 @@ def smollm2_gguf_f16() -> Path:
     of about 5e-4 of a weight, far below the 4-bit quantisation step): the same network the
     ``transformers`` policy and scorer load. llama.cpp's F16 kernels read prompts and decode batches
     faster than its Q4_1 kernels here. Written under the model cache (``$SIMLIB_MODEL_CACHE``) by
-    llama.cpp's own quantiser (``llama-quantize``, or llama-cpp-python's binding of it where that is
-    installed), atomically.
+    llama.cpp's own quantiser (``llama-quantize``, built by ``make models``), atomically.
     """
-    target = cache_root() / "gguf" / "SmolLM2-135M-Instruct.F16.gguf"
+    target = smollm2_gguf_f16_path()
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
     tool = llama_quantize_binary()
-    if tool is not None:
-        import subprocess
-
-        proc = subprocess.run([str(tool), "--allow-requantize", str(smollm2_gguf()), str(tmp), "F16", "1"],
-                              capture_output=True, text=True)
-        rc, why = proc.returncode, proc.stderr[-1500:]
-    elif importlib.util.find_spec("llama_cpp") is not None:
-        rc, why = _quantize_with_binding(tmp), ""
-    else:
+    if tool is None:
         raise FileNotFoundError("llama-quantize not found beside this Python (`make llama-server` builds it; "
                                 "$SIMLIB_LLAMA_QUANTIZE names another): it writes the local server's 16-bit weights")
+    import subprocess
+
+    proc = subprocess.run([str(tool), "--allow-requantize", str(smollm2_gguf()), str(tmp), "F16", "1"],
+                          capture_output=True, text=True)
+    rc, why = proc.returncode, proc.stderr[-1500:]
     if rc != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"llama.cpp could not write {target.name} (quantiser returned {rc}) {why}")
@@ -219,20 +203,11 @@ def smollm2_gguf_f16() -> Path:
     return target
 
 
-def _quantize_with_binding(tmp: Path) -> int:
-    import llama_cpp as L
-
-    quiet_llama_log(L)  # the quantiser logs a line per tensor
-    params = L.llama_model_quantize_default_params()
-    params.ftype, params.allow_requantize, params.nthread = L.LLAMA_FTYPE_MOSTLY_F16, True, 1
-    return L.llama_model_quantize(str(smollm2_gguf()).encode(), str(tmp).encode(), ctypes.byref(params))
-
-
 def provision(names: tuple[str, ...] = tuple(LOCAL_MODELS)) -> dict[str, str]:
     """Resolve (and convert once) every local model, and the local server's 16-bit SmolLM2 GGUF
     where llama.cpp's quantiser is built; what ``make models`` runs."""
     out = {n: resolve(n) for n in names}
-    if llama_quantize_binary() is not None or importlib.util.find_spec("llama_cpp") is not None:
+    if llama_quantize_binary() is not None:
         out["smollm2-f16-gguf"] = str(smollm2_gguf_f16())
     return out
 
