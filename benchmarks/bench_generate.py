@@ -73,8 +73,9 @@ class TransformersServe:
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self.proc.poll() is not None:
+                code = self.proc.returncode
                 self.__exit__()
-                raise RuntimeError(f"transformers serve exited with code {self.proc.returncode}: "
+                raise RuntimeError(f"transformers serve exited with code {code}: "
                                    + self.log_path.read_text(errors="replace")[-2000:])
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
