@@ -76,7 +76,8 @@ class _TimedReward:
         return out
 
 
-def _step_timer():
+def step_timer():
+    """A TrainerCallback that records each optimizer step's wall time in ``.seconds``."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -170,7 +171,7 @@ def _train_setting(bf16: bool, lora: bool, steps: int, n_prompts: int, n_gen: in
                          reuse_prefill=reuse_prefill,
                          extra={"save_strategy": "no"})
         reward = _TimedReward(BertScoreReward(spec.encoder, refs, aggregate=spec.reward_aggregate, device="cpu"))
-        timer = _step_timer()
+        timer = step_timer()
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

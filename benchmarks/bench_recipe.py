@@ -32,6 +32,7 @@ import time
 import warnings
 from typing import Any
 
+from benchmarks.bench_grpo import step_timer
 from simlib import config
 from simlib.lm import weights  # noqa: F401  (models: offline environment)
 
@@ -73,23 +74,6 @@ def _data(cfg) -> tuple[Any, dict, dict]:
     return design.train, design.train_refs["synthetic"], design
 
 
-def _step_timer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.seconds: list[float] = []
-            self.t = 0.0
-
-        def on_step_begin(self, args, state, control, **kw):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.seconds.append(time.perf_counter() - self.t)
-
-    return StepTimer()
-
-
 def _train(cfg, seed: int, change: dict, prompts, refs, steps: int):
     """One run in memory (nothing saved): the trained model, its log and its step times."""
     import dataclasses
@@ -102,7 +86,7 @@ def _train(cfg, seed: int, change: dict, prompts, refs, steps: int):
     with tempfile.TemporaryDirectory(prefix="bench-recipe-") as tmp:
         spec = dataclasses.replace(from_config(cfg, seed), steps=steps, output_dir=tmp, save_steps=0, **change)
         reward = BertScoreReward(spec.encoder, refs, aggregate=spec.reward_aggregate, device="cpu")
-        timer = _step_timer()
+        timer = step_timer()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             trainer = build_trainer(spec, prompt_records(prompts), reward, grpo_config(spec, cpu=True), callbacks=[timer])
