@@ -70,3 +70,12 @@ def test_estimate_grid_gives_each_measure_its_decimals_and_dashes_undefined_ones
     assert grid.loc["entropy", "real"] == "1.52 [1.20, 1.80]"
     assert grid.loc["entropy", "plain"] == tables.DASH
     assert grid.loc["repetition", "real"] == "0.412 [0.400, 0.430]"
+
+
+def test_prose_columns_wrap_and_values_do_not():
+    df = pd.DataFrame({"effect": [0.1234], "rule": ["effect = mean over probe posts x seeds of a paired change; " * 2]},
+                      index=["finding"])
+    html = tables.styled(df).to_html()
+    assert "white-space: normal" in html
+    short = tables.styled(pd.DataFrame({"effect": [0.1234], "rule": ["CI > 0"]}, index=["finding"])).to_html()
+    assert "white-space: normal" not in short

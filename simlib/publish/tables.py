@@ -97,6 +97,9 @@ def merge_intervals(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+PROSE_CHARS = 60  # longer texts are prose, not values
+
+
 def styled(df, note: str | None = None, missing: str | None = None):
     """``df`` (a DataFrame or Series) styled for the book (a pandas Styler, rendered as HTML).
 
@@ -112,6 +115,11 @@ def styled(df, note: str | None = None, missing: str | None = None):
         text.iloc[:, i] = [fmt(x) for x in shown.iloc[:, i]]
     has_missing = bool((text == DASH).to_numpy().any())
     styler = text.style.format_index(_index_label, axis=0)
+    # prose cells (a rule, a sentence) wrap in a readable column instead of widening the table
+    prose = [c for c in text.columns if text[c].map(lambda x: isinstance(x, str) and len(x) > PROSE_CHARS).any()]
+    if prose:
+        styler = styler.set_properties(subset=prose, **{"white-space": "normal", "min-width": "24em",
+                                                        "text-align": "left"})
     notes = [note] if note else []
     if has_missing:
         notes.append(f"{DASH} : {missing}" if missing else MISSING_NOTE)
