@@ -62,3 +62,12 @@ def test_record_merges_and_validates(tmp_path):
                                    "n": 1, "rule": "x"})
     with pytest.raises(ValueError):
         V.decide(0, -1, 1, margin=0, n=1, rule="x")
+
+
+def test_table_can_show_only_the_expected_findings():
+    from simlib.measures import verdicts as vd
+
+    entries = {k: {"verdict": "inconclusive", "effect": 0.01, "ci": [-0.1, 0.1], "mde": 0.2, "n": 8, "rule": "r"}
+               for k in ("reward", "gap")}
+    assert len(vd.table(entries, ("reward",))) == 2
+    assert len(vd.table(entries, ("reward",), others=False)) == 1

@@ -251,16 +251,17 @@ def claim(key: str) -> str:
     return FINDINGS.get(key, key)
 
 
-def table(entries: dict[str, dict], expected: tuple[str, ...] = tuple(FINDINGS)) -> "Any":
-    """One row per finding (expected ones first, a missing one marked as not recorded): the claim,
-    verdict, effect with its interval, MDE, n and the rule; numbers to 3 significant digits."""
+def table(entries: dict[str, dict], expected: tuple[str, ...] = tuple(FINDINGS), others: bool = True) -> "Any":
+    """One row per finding (expected ones first, a missing one marked as not recorded; with
+    ``others``, then every other recorded one): the claim, verdict, effect with its interval, MDE, n
+    and the rule; numbers to 3 significant digits."""
     import pandas as pd
 
     def g(x: float) -> str:
         return "n/a" if not np.isfinite(x) else f"{x:+.3g}"
 
     rows = []
-    for key in list(expected) + sorted(k for k in entries if k not in expected):
+    for key in list(expected) + (sorted(k for k in entries if k not in expected) if others else []):
         e = entries.get(key)
         if e is None:
             rows.append({"finding": claim(key), "verdict": "not recorded by this run", "effect": "",
