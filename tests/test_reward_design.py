@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlib.findings import transfer
+from simlib.findings import claim, transfer
 from simlib.measures import verdicts
 from simlib.train import examples
 
@@ -91,16 +91,16 @@ def _evals(effect: float, n_posts=40, seeds=(0, 1, 2, 3), noise=0.03, seed=0):
 
 
 def test_contrast_detects_a_known_effect_and_none_when_absent():
-    found = transfer.contrast(transfer.changes(_evals(0.03)), n_boot=500)
+    found = claim.statistic(transfer.changes(_evals(0.03)), "reward")
     assert found["lo"] > 0 and found["effect"] == pytest.approx(0.03, abs=0.01)
     assert found["mde"] < 0.02 and found["n"] == 160 and found["seeds"] == 4
-    assert transfer.verdict(transfer.changes(_evals(0.03)), 0.02, n_boot=500).verdict == "reproduces"
-    null = transfer.contrast(transfer.changes(_evals(0.0, seed=1)), n_boot=500)
+    assert claim.decide(transfer.changes(_evals(0.03)), "reward", 0.02).verdict == "reproduces"
+    null = claim.statistic(transfer.changes(_evals(0.0, seed=1)), "reward")
     assert null["lo"] < 0 < null["hi"]
-    assert transfer.verdict(transfer.changes(_evals(0.0, seed=1)), 0.02, n_boot=500).verdict == "contradicts"
+    assert claim.decide(transfer.changes(_evals(0.0, seed=1)), "reward", 0.02).verdict == "contradicts"
     # too little data: one seed, four posts, much noise -> neither side excluded
     weak = transfer.changes(_evals(0.0, n_posts=4, seeds=(0,), noise=0.2, seed=2))
-    assert transfer.verdict(weak, 0.02, n_boot=500).verdict == "inconclusive"
+    assert claim.decide(weak, "reward", 0.02).verdict == "inconclusive"
 
 
 def test_changes_are_paired_and_movement_reads_the_shift():
@@ -115,7 +115,7 @@ def test_changes_are_paired_and_movement_reads_the_shift():
 
 
 def test_verdict_entry_matches_the_schema(tmp_path):
-    v = transfer.verdict(transfer.changes(_evals(0.03)), 0.02, n_boot=200)
+    v = claim.decide(transfer.changes(_evals(0.03)), "reward", 0.02)
     entry = verdicts.record(tmp_path, "reward", v)
     assert verdicts.load(tmp_path)["reward"] == entry and "margin 0.02" in entry["rule"]
 

@@ -1,13 +1,11 @@
 """Does a reward gain on synthetic targets exceed the one on real targets, and does it transfer?
-Tables and the verdict of the `03_reward` chapter (finding 2).
+The paired changes and descriptive tables of the `03_reward` chapter (finding 2).
 
 Built from the paired evaluations of :func:`simlib.steps.reward_evaluations`: every trained policy
 and the base policy reply to the same probe and test posts with the same sampling seeds, so the
-change of a post's score is a paired difference. Posts and seeds both vary between replications of
-the experiment: the contrast's interval is a t interval from their crossed variance components
-(:func:`simlib.measures.power.interval`, few seeds give few degrees of freedom); the descriptive
-``cells`` tables resample posts and seeds (:func:`simlib.measures.verdicts.two_way_bootstrap`).
-The claim's other parts and the power tables are in :mod:`simlib.findings.claim`.
+change of a post's score is a paired difference. The descriptive ``cells`` tables resample posts
+and seeds (:func:`simlib.measures.verdicts.two_way_bootstrap`); the claim's four statistics, their
+t intervals, verdicts and power tables are in :mod:`simlib.findings.claim`.
 """
 from __future__ import annotations
 
@@ -16,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simlib.measures import power, verdicts
+from simlib.measures import verdicts
 
 
 def curves(runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
@@ -62,20 +60,6 @@ def probe_gains(ch: pd.DataFrame) -> pd.DataFrame:
     return ch[(ch["section"] == "probe") & (ch["against"] == ch["trained_on"])]
 
 
-def contrast(ch: pd.DataFrame, a: str = "synthetic", b: str = "real", n_boot: int = 2000,
-             seed: int = 0) -> dict:
-    """Mean over probe posts x seeds of (gain of run ``a``) - (gain of run ``b``), paired by post and
-    seed, with its t interval from the crossed components (:func:`simlib.measures.power.interval`:
-    SE, Satterthwaite df, MDE, components) and the number of complete (post, seed) cells.
-    ``n_boot``/``seed`` are kept for callers; the interval needs no resampling."""
-    g = probe_gains(ch)
-    ga = g[g["trained_on"] == a].set_index(["post_id", "seed"])["delta"]
-    gb = g[g["trained_on"] == b].set_index(["post_id", "seed"])["delta"]
-    d = (ga - gb).dropna().rename("delta").reset_index()
-    iv = power.interval(matrix(d))
-    return {**iv, "n": int(iv["posts"] * iv["seeds"])}
-
-
 def cells(ch: pd.DataFrame, section: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per (trained_on, against) in ``section``: mean score before and after, the mean paired change
     with its two-way bootstrap interval and MDE, and the posts and seeds behind it."""
@@ -115,19 +99,6 @@ def level_gap(evals: dict, a: str, b: str, n_boot: int = 2000, seed: int = 0) ->
     d = np.vstack(per_seed).mean(axis=0)
     mean, lo, hi, se = verdicts.two_way_bootstrap(d[np.isfinite(d)], n_boot=n_boot, seed=seed)
     return {"effect": mean, "lo": lo, "hi": hi, "mde": verdicts.mde(se), "posts": int(np.isfinite(d).sum())}
-
-
-RULE = ("effect = mean over probe posts x seeds of [gain with synthetic targets - gain with real targets], "
-        "each gain = trained minus base BERTScore F1 against the run's own targets, same sampling seeds; "
-        "95% CI: t interval from the crossed post x seed variance components (Satterthwaite df); "
-        "reproduces if CI > 0, contradicts if CI < margin, else inconclusive")
-
-
-def verdict(ch: pd.DataFrame, margin: float, n_boot: int = 2000, seed: int = 0) -> verdicts.Verdict:
-    """Finding 2's verdict by the rule stated in the chapter (:data:`RULE`, margin in F1)."""
-    c = contrast(ch, n_boot=n_boot, seed=seed)
-    return verdicts.decide(c["effect"], c["lo"], c["hi"], margin=margin, n=c["n"], se=c["se"], mde_value=c["mde"],
-                           rule=f"{RULE}; margin {margin:.4g} F1")
 
 
 def per_seed(ch: pd.DataFrame, moved: pd.DataFrame) -> pd.DataFrame:
