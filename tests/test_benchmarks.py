@@ -216,3 +216,14 @@ def test_measured_matmul_peak_is_positive_and_below_the_formula():
     formula = bench_grpo.fp32_peak_gflops(1)
     if formula:  # the per-cycle formula is an upper bound a real product cannot beat
         assert bench_grpo.matmul_peak_gflops("float32", n=256, repeats=5) < 1.1 * formula
+
+
+def test_share_of_peak_row_reads_the_peak_of_the_dtype_the_step_ran_in():
+    from simlib.publish import perf
+
+    flops = {"fp32_peak_gflops": 100.0, "bf16_peak_gflops": 250.0, "ci_step_share_of_peak": 0.2}
+    for dtype, want in (("bfloat16", 250.0), ("float32", 100.0)):
+        rows = dict((label, value) for label, value, _ in perf.headline(
+            {"benchmarks": {"grpo": {"status": "ok", "result": {"flops": {**flops, "peak_dtype": dtype}}}}}))
+        assert rows["CPU peak at the step's dtype, a matrix product measured on the cores torch used (GFLOP/s)"] == want
+        assert rows["GRPO step of the ci profile: share of that measured peak"] == 0.2

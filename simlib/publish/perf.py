@@ -155,8 +155,9 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
         flops = grpo.get("flops") or {}
         rows += [("GRPO step of the ci profile: matrix-multiply work (GFLOP)", flops.get("ci_step_gflop"), ""),
                  ("GRPO step of the ci profile: achieved (GFLOP/s)", flops.get("ci_step_gflops"), ""),
-                 ("CPU fp32 peak, the cores torch used (GFLOP/s)", flops.get("fp32_peak_gflops"), ""),
-                 ("GRPO step of the ci profile: share of fp32 peak", flops.get("ci_step_share_of_peak"), "")]
+                 ("CPU peak at the step's dtype, a matrix product measured on the cores torch used (GFLOP/s)",
+                  flops.get({"bfloat16": "bf16_peak_gflops"}.get(flops.get("peak_dtype"), "fp32_peak_gflops")), ""),
+                 ("GRPO step of the ci profile: share of that measured peak", flops.get("ci_step_share_of_peak"), "")]
     alloc = _result(results, "allocator")
     if alloc and alloc.get("available"):
         for w, label in (("grpo", "GRPO steps of the ci profile"), ("logprob", "log-prob scoring, Gemma 3 270M")):

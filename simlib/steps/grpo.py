@@ -185,8 +185,10 @@ _SEP = "@"  # reference id = f"{post_id}@{i}" (post ids never contain it)
 
 def target_table(cfg: Config, real: pd.DataFrame, posts: pd.DataFrame,
                  synthetic: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The reward chapter's capped targets of both kinds as a long table (post_id, source, text):
-    what the runs are trained towards, for the homogeneity check of :mod:`simlib.findings.targets`."""
+    """The reward chapter's capped targets as a long table (post_id, source, text): what the runs are
+    trained towards, for the homogeneity check of :mod:`simlib.findings.targets`. When the policy also
+    wrote the gap chapter's replies, they come too (source ``policy_own``, cut alike): the one
+    instruction-tuned writer this project ships, measured as the alternative to the targets' writer."""
     targets = reward_targets(cfg, real, posts, synthetic)
-    return pd.DataFrame([{"post_id": p, "source": kind, "text": t} for kind in ("real", "synthetic")
-                         for p, ts in targets[kind].items() for t in ts])
+    return pd.DataFrame([{"post_id": p, "source": kind, "text": t} for kind in ("real", "synthetic", "policy_own")
+                         for p, ts in targets.get(kind, {}).items() for t in ts])
