@@ -8,11 +8,12 @@ from simlib import config, progress
 from simlib.publish import live, runner
 
 
-def _notebook(path, body: str):
+def _notebook(path, body: str, prose: bool = False):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("import simlib.publish.notebook as nb\nnb.begin(globals())"),
         nbformat.v4.new_code_cell('profile = "smoke"', metadata={"tags": ["parameters"]}),
+        *([nbformat.v4.new_markdown_cell("Prose between cells.")] if prose else []),
         nbformat.v4.new_code_cell("cfg = nb.setup(globals())\n" + body),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -125,7 +126,7 @@ def test_real_toc_lists_only_existing_notebooks():
 def test_progress_reaches_the_terminal_and_the_log_never_the_notebook(book, monkeypatch, capsys):
     src, out = book
     _notebook(src / "a.ipynb", "from simlib import progress\nimport time\nprint('hello from a')\n"
-              "for k in (1, 2):\n    progress.report('GRPO step', k, 4, run='real seed 0')\n    time.sleep(0.3)")
+              "for k in (1, 2):\n    progress.report('GRPO step', k, 4, run='real seed 0')\n    time.sleep(0.3)", prose=True)
     monkeypatch.setattr(live.Watch, "__init__", _fast_watch(live.Watch.__init__))
     _run(book, config.load("smoke"), names=("a",))
     logs = out.parent / "logs"
@@ -133,7 +134,8 @@ def test_progress_reaches_the_terminal_and_the_log_never_the_notebook(book, monk
     events = progress.read(logs / "a.progress.jsonl")
     assert [e["done"] for e in events] == [1, 2] and events[0]["total"] == 4
     shown = capsys.readouterr().err
-    assert "[simlib] a: cell 4/4 · GRPO step" in shown and "(run real seed 0)" in shown
+    # papermill numbers prose cells too, and injects the parameters: the last cell is 5 of 5
+    assert "[simlib] a: cell 5/5 · GRPO step" in shown and "(run real seed 0)" in shown
     executed = (out / "a.ipynb").read_text()
     assert "hello from a" in executed and "GRPO step" not in executed.replace("progress.report('GRPO step'", "")
 

@@ -67,9 +67,10 @@ def notebook_inputs(source: Path) -> list[str]:
     return list(meta.get("inputs", []))
 
 
-def code_cells(source: Path) -> int:
-    """How many code cells a notebook has (papermill adds one, the injected parameters)."""
-    return 1 + sum(c.get("cell_type") == "code" for c in json.loads(source.read_text()).get("cells", []))
+def cell_count(source: Path) -> int:
+    """How many cells papermill numbers in a notebook: all of them, prose included, as its "Executing
+    Cell N" log counts them, plus the parameters cell it injects."""
+    return 1 + len(json.loads(source.read_text()).get("cells", []))
 
 
 def notebook_key(source: Path, cfg: Config, upstream: list[str]) -> str:
@@ -236,7 +237,7 @@ def execute(cfg: Config, overrides: dict, out_dir: Path = EXECUTED_DIR, names: l
         try:
             # the kernel and the servers it starts use tcmalloc when installed (simlib.lm.allocator)
             with allocator.preloaded() as alloc, PeakMemory() as mem, \
-                    Watch(name, log_dir, cells=code_cells(src)):
+                    Watch(name, log_dir, cells=cell_count(src)):
                 pm.execute_notebook(str(src), str(tmp), parameters=params, cwd=str(REPO_ROOT),
                                     kernel_name="python3", progress_bar=False, log_output=True,
                                     request_save_on_cell_execute=False)
