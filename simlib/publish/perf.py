@@ -152,6 +152,8 @@ def headline(results: dict | None) -> list[tuple[str, float | None, str]]:
                      ci.get("speedup_shared_prompt"), "x"))
         rows.append(("GRPO step of the ci profile: TRL's rollouts (generate) / simlib's, prompt read once per group (x)",
                      ci.get("speedup_shared_rollouts"), "x"))
+        rows.append(("GRPO step of the ci profile: training pass without / with the rollout's prompt prefill reused (x)",
+                     ci.get("speedup_prefill_reuse"), "x"))
         flops = grpo.get("flops") or {}
         rows += [("GRPO step of the ci profile: matrix-multiply work (GFLOP)", flops.get("ci_step_gflop"), ""),
                  ("GRPO step of the ci profile: achieved (GFLOP/s)", flops.get("ci_step_gflops"), ""),
