@@ -306,7 +306,8 @@ def build_book(force: bool = False, log=print, profile: str = "ci") -> Path:
     stamp.unlink(missing_ok=True)
     jb = Path(sys.executable).with_name("jupyter-book")
     root = REPO_ROOT if profile == "ci" else _stage(profile, executed)
-    cmd = [str(jb), "build", str(root), "--warningiserror", "--nitpick", "--keep-going"]
+    # --all: Sphinx's incremental build re-renders changed pages but leaves an edited _static file out
+    cmd = [str(jb), "build", str(root), "--all", "--warningiserror", "--nitpick", "--keep-going"]
     if profile != "ci":
         cmd += ["--path-output", str(out / "staging")]
     log("[simlib] book: " + " ".join(cmd[1:]))
